@@ -1,0 +1,66 @@
+"""A PostgreSQL job queue for Python, schema-compatible with Graphile Worker 0.18.
+
+Add jobs from Python (:class:`WorkerUtils`, :class:`AsyncWorkerUtils`) or from
+SQL (``select graphile_worker.add_job(...)``), and run them with a worker.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from graphile_worker._migrations import LATEST_MIGRATION
+from graphile_worker._sql import DEFAULT_SCHEMA
+from graphile_worker.database import Database, PsycopgDatabase
+from graphile_worker.database_async import (
+    AsyncDatabase,
+    AsyncPsycopgDatabase,
+    Notification,
+)
+from graphile_worker.errors import (
+    ConfigurationError,
+    CrontabError,
+    DatabaseConnectionError,
+    DatabaseError,
+    GraphileWorkerError,
+    InvalidJobError,
+    MigrationError,
+    PayloadDecodeError,
+    SchemaTooNewError,
+    SchemaTooOldError,
+    UnsupportedServerError,
+)
+from graphile_worker.models import Job, JobKeyMode, JobSpec, RawJob, TaskPayload
+from graphile_worker.utils import WorkerUtils
+from graphile_worker.utils_async import CLEANUP_TASKS, AsyncWorkerUtils, CleanupTask
+
+logging.getLogger(__name__).addHandler(logging.NullHandler())
+
+__all__ = [
+    "CLEANUP_TASKS",
+    "DEFAULT_SCHEMA",
+    "LATEST_MIGRATION",
+    "AsyncDatabase",
+    "AsyncPsycopgDatabase",
+    "AsyncWorkerUtils",
+    "CleanupTask",
+    "ConfigurationError",
+    "CrontabError",
+    "Database",
+    "DatabaseConnectionError",
+    "DatabaseError",
+    "GraphileWorkerError",
+    "InvalidJobError",
+    "Job",
+    "JobKeyMode",
+    "JobSpec",
+    "MigrationError",
+    "Notification",
+    "PayloadDecodeError",
+    "PsycopgDatabase",
+    "RawJob",
+    "SchemaTooNewError",
+    "SchemaTooOldError",
+    "TaskPayload",
+    "UnsupportedServerError",
+    "WorkerUtils",
+]

@@ -1,0 +1,102 @@
+"""Runtime SQL: the named queries of ``sql/queries.sql``, loaded once per schema."""
+
+from __future__ import annotations
+
+import re
+from functools import cache
+from importlib import resources
+from typing import final
+
+import msgspec
+
+DEFAULT_SCHEMA = "graphile_worker"
+SCHEMA_PLACEHOLDER = "{{schema}}"
+
+# The columns every job-returning query selects, in the order models.Job expects;
+# the bare form leaves the task and queue names to be resolved by the caller.
+_JOB_COLUMNS = (
+    "job.id, job.job_queue_id, {queue_name}, job.task_id, {identifier}, "
+    "job.payload::text, job.priority, job.run_at, job.attempts, "
+    "job.max_attempts, job.last_error, job.created_at, job.updated_at, job.key, "
+    "job.locked_at, job.locked_by, job.revision, job.flags::text"
+)
+JOB_COLUMNS = _JOB_COLUMNS.format(
+    queue_name="queues.queue_name", identifier="tasks.identifier"
+)
+BARE_JOB_COLUMNS = _JOB_COLUMNS.format(queue_name="null", identifier="null")
+
+_HEADER = re.compile(r"^-- name: (\w+)\s*$", re.MULTILINE)
+
+
+def quote_ident(name: str) -> str:
+    """Quote ``name`` as a PostgreSQL identifier, whatever characters it holds."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+def substitute(text: str, schema: str) -> str:
+    """Put the quoted ``schema`` where the SQL text says ``{{schema}}``."""
+    return text.replace(SCHEMA_PLACEHOLDER, quote_ident(schema))
+
+
+@final
+class Queries(msgspec.Struct, frozen=True):
+    """The runtime queries with one schema substituted in."""
+
+    server_state: str
+    bootstrap: str
+    mark_breaking: str
+    record_migrations: str
+    notify_migrated: str
+    add_job: str
+    add_jobs: str
+    remove_job: str
+    complete_jobs: str
+    permanently_fail_jobs: str
+    reschedule_jobs: str
+    force_unlock_workers: str
+    gc_task_identifiers: str
+    gc_job_queues: str
+    delete_permafailed_jobs: str
+    task_ids: str
+    job_names: str
+
+
+def parse_named_queries(text: str) -> dict[str, str]:
+    """Split a file of ``-- name: x`` sections into a name-to-SQL mapping."""
+    parts = _HEADER.split(text)
+    named: dict[str, str] = {}
+    for name, body in zip(parts[1::2], parts[2::2], strict=True):
+        if name in named:
+            raise ValueError(f"query {name!r} is defined twice")
+
+        named[name] = body.strip()
+
+    return named
+
+
+@cache
+def _templates() -> dict[str, str]:
+    text = resources.files("graphile_worker").joinpath("sql/queries.sql").read_text()
+    named = parse_named_queries(text)
+    expected = set(Queries.__struct_fields__)
+    if set(named) != expected:
+        raise RuntimeError(
+            "sql/queries.sql does not match Queries: "
+            f"missing {sorted(expected - set(named))}, "
+            f"unexpected {sorted(set(named) - expected)}"
+        )
+
+    return {
+        name: body.replace("{{job_columns}}", JOB_COLUMNS).replace(
+            "{{bare_job_columns}}", BARE_JOB_COLUMNS
+        )
+        for name, body in named.items()
+    }
+
+
+@cache
+def queries(schema: str = DEFAULT_SCHEMA) -> Queries:
+    """Return the runtime queries for ``schema``, built once per schema name."""
+    return Queries(
+        **{name: substitute(body, schema) for name, body in _templates().items()}
+    )
