@@ -1,15 +1,37 @@
 """Pairs of async and blocking primitives that the generated sync code swaps in.
 
-An async module uses the ``A``-prefixed name (``AEvent``, ``ALock``, ``asleep``);
-``tools/async_to_sync.py`` renames it to the blocking twin in the sync module.
+An async module uses the ``A``-prefixed name; ``tools/async_to_sync.py`` renames
+it to the blocking twin in the sync module:
+
+========================  ==========================
+async                     blocking
+========================  ==========================
+``AEvent``, ``ALock``     ``Event``, ``Lock`` (threading)
+``asleep``                ``sleep``
+``AQueue``                ``Queue`` (unbounded FIFO)
+``AWakeup``               ``Wakeup`` (a resettable signal)
+``ATaskGroup``            ``TaskGroup`` (threads joined on exit)
+``arun_blocking``         ``run_blocking``
+``ACancelScope``          ``CancelScope`` (cannot cancel a thread)
+``aevent_wait``           ``event_wait``
+========================  ==========================
 """
 
 from __future__ import annotations
 
+import math
+import queue
 import threading
 import time
+from collections.abc import Callable, Coroutine
+from types import TracebackType
+from typing import Any, Generic, Self, TypeVar, final
 
 import anyio
+import anyio.abc
+import anyio.to_thread
+
+T = TypeVar("T")
 
 AEvent = anyio.Event
 ALock = anyio.Lock
@@ -19,4 +41,223 @@ Lock = threading.Lock
 asleep = anyio.sleep
 sleep = time.sleep
 
-__all__ = ["AEvent", "ALock", "Event", "Lock", "asleep", "sleep"]
+
+@final
+class AQueue(Generic[T]):
+    """An unbounded FIFO for tasks of one event loop."""
+
+    def __init__(self) -> None:
+        self._send, self._receive = anyio.create_memory_object_stream[T](math.inf)
+
+    def put_nowait(self, item: T) -> None:
+        self._send.send_nowait(item)
+
+    async def get(self) -> T:
+        return await self._receive.receive()
+
+    def get_nowait(self) -> T:
+        """:raises queue.Empty: nothing is waiting."""
+        try:
+            return self._receive.receive_nowait()
+        except anyio.WouldBlock:
+            raise queue.Empty from None
+
+    def qsize(self) -> int:
+        return self._receive.statistics().current_buffer_used
+
+
+Queue = queue.Queue
+
+
+@final
+class AWakeup:
+    """A signal that can be raised any number of times and waited on again."""
+
+    def __init__(self) -> None:
+        self._event = anyio.Event()
+
+    def set(self) -> None:
+        self._event.set()
+
+    def is_set(self) -> bool:
+        return self._event.is_set()
+
+    async def wait(self, seconds: float | None = None) -> bool:
+        """Wait until raised or ``seconds`` pass; lower it again; say which."""
+        with anyio.move_on_after(seconds):
+            await self._event.wait()
+
+        raised = self._event.is_set()
+        if raised:
+            self._event = anyio.Event()
+
+        return raised
+
+
+@final
+class Wakeup:
+    """A signal that can be raised any number of times and waited on again."""
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+
+    def set(self) -> None:
+        self._event.set()
+
+    def is_set(self) -> bool:
+        return self._event.is_set()
+
+    def wait(self, seconds: float | None = None) -> bool:
+        """Wait until raised or ``seconds`` pass; lower it again; say which."""
+        raised = self._event.wait(seconds)
+        if raised:
+            self._event.clear()
+
+        return raised
+
+
+@final
+class ATaskGroup:
+    """An anyio task group that starts coroutines with their arguments."""
+
+    def __init__(self) -> None:
+        self._group: anyio.abc.TaskGroup = anyio.create_task_group()
+
+    async def __aenter__(self) -> Self:
+        await self._group.__aenter__()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool | None:
+        return await self._group.__aexit__(exc_type, exc, tb)
+
+    def start_soon(
+        self, function: Callable[..., Coroutine[Any, Any, Any]], *args: Any, name: str
+    ) -> None:
+        self._group.start_soon(function, *args, name=name)
+
+    def abandon(self) -> None:
+        """Nothing to do: cancelled tasks end by themselves."""
+
+
+@final
+class TaskGroup:
+    """Threads started together and joined when the block ends.
+
+    The first exception a thread raises is re-raised from the block's exit.
+    """
+
+    def __init__(self) -> None:
+        self._threads: list[threading.Thread] = []
+        self._errors: list[BaseException] = []
+        self._abandoned = False
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool | None:
+        if not self._abandoned:
+            for thread in self._threads:
+                thread.join()
+
+        if exc is None and self._errors:
+            raise self._errors[0]
+
+        return None
+
+    def start_soon(self, function: Callable[..., Any], *args: Any, name: str) -> None:
+        def target() -> None:
+            try:
+                function(*args)
+            except BaseException as exc:
+                self._errors.append(exc)
+
+        thread = threading.Thread(target=target, name=name, daemon=True)
+        self._threads.append(thread)
+        thread.start()
+
+    def abandon(self) -> None:
+        """Let the block end without joining its threads.
+
+        For threads that ignore every request to stop; they are daemon
+        threads, so they die with the process.
+        """
+        self._abandoned = True
+
+
+ACancelScope = anyio.CancelScope
+
+
+@final
+class CancelScope:
+    """A stand-in for anyio's scope: a running thread cannot be cancelled."""
+
+    cancelled_caught = False
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        return None
+
+    def cancel(self) -> None:
+        """Do nothing: threads stop only when their code checks the abort signal."""
+
+
+async def aevent_wait(event: anyio.Event, seconds: float | None) -> bool:
+    """Wait for ``event`` at most ``seconds``; say whether it is set."""
+    with anyio.move_on_after(seconds):
+        await event.wait()
+
+    return event.is_set()
+
+
+def event_wait(event: threading.Event, seconds: float | None) -> bool:
+    """Wait for ``event`` at most ``seconds``; say whether it is set."""
+    return event.wait(seconds)
+
+
+async def arun_blocking(function: Callable[..., T], *args: Any) -> T:
+    """Run a blocking callable in a worker thread, keeping the loop free."""
+    return await anyio.to_thread.run_sync(function, *args, abandon_on_cancel=True)
+
+
+def run_blocking(function: Callable[..., T], *args: Any) -> T:
+    """Run a blocking callable here: the caller is already a thread of its own."""
+    return function(*args)
+
+
+__all__ = [
+    "ACancelScope",
+    "AEvent",
+    "ALock",
+    "AQueue",
+    "ATaskGroup",
+    "AWakeup",
+    "CancelScope",
+    "Event",
+    "Lock",
+    "Queue",
+    "TaskGroup",
+    "Wakeup",
+    "aevent_wait",
+    "arun_blocking",
+    "asleep",
+    "event_wait",
+    "run_blocking",
+    "sleep",
+]

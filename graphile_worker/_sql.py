@@ -24,6 +24,7 @@ JOB_COLUMNS = _JOB_COLUMNS.format(
     queue_name="queues.queue_name", identifier="tasks.identifier"
 )
 BARE_JOB_COLUMNS = _JOB_COLUMNS.format(queue_name="null", identifier="null")
+CLAIM_COLUMNS = _JOB_COLUMNS.format(queue_name="queues.queue_name", identifier="null")
 
 _HEADER = re.compile(r"^-- name: (\w+)\s*$", re.MULTILINE)
 
@@ -59,6 +60,11 @@ class Queries(msgspec.Struct, frozen=True):
     delete_permafailed_jobs: str
     task_ids: str
     job_names: str
+    claim_jobs: str
+    complete_claimed: str
+    fail_claimed: str
+    return_claimed: str
+    reset_stale_locks: str
 
 
 def parse_named_queries(text: str) -> dict[str, str]:
@@ -89,7 +95,7 @@ def _templates() -> dict[str, str]:
     return {
         name: body.replace("{{job_columns}}", JOB_COLUMNS).replace(
             "{{bare_job_columns}}", BARE_JOB_COLUMNS
-        )
+        ).replace("{{job_columns_no_task}}", CLAIM_COLUMNS)
         for name, body in named.items()
     }
 

@@ -40,28 +40,24 @@ RENAMES: dict[str, str] = {
     "AsyncDatabase": "Database",
     "AsyncPsycopgDatabase": "PsycopgDatabase",
     "AsyncListener": "Listener",
+    "AsyncWorkerContext": "WorkerContext",
+    "AQueue": "Queue",
+    "AWakeup": "Wakeup",
+    "ATaskGroup": "TaskGroup",
+    "ACancelScope": "CancelScope",
+    "aevent_wait": "event_wait",
+    "arun_blocking": "run_blocking",
     "AsyncPsycopgListener": "PsycopgListener",
     "AsyncWorkerUtils": "WorkerUtils",
     "AsyncWorker": "Worker",
     "AsyncConnectionPool": "ConnectionPool",
     "AsyncConnection": "Connection",
-    "AsyncCursor": "Cursor",
-    "AsyncTransaction": "Transaction",
     "AsyncIterator": "Iterator",
-    "AsyncIterable": "Iterable",
-    "AsyncGenerator": "Generator",
-    "AsyncExitStack": "ExitStack",
     "asynccontextmanager": "contextmanager",
     "AbstractAsyncContextManager": "AbstractContextManager",
     "__aenter__": "__enter__",
     "__aexit__": "__exit__",
-    "__aiter__": "__iter__",
-    "__anext__": "__next__",
-    "aclose": "close",
-    "anext": "next",
-    "aiter": "iter",
     "AEvent": "Event",
-    "ALock": "Lock",
     "asleep": "sleep",
     "database_async": "database",
     "utils_async": "utils",
@@ -317,10 +313,60 @@ def convert_with_usage(source: str, source_name: str) -> tuple[str, set[str]]:
         collector.visit(ast.parse(source, filename=source_name))
         collector.comments()
         result = banner(source_name) + _apply(source, collector.edits)
+        result = _sort_import_names(result)
         ast.parse(result, filename=source_name)
     except (SyntaxError, tokenize.TokenError, ConversionError) as exc:
         raise ConversionError(f"{source_name}: {exc}") from exc
     return result, collector.used
+
+
+def _import_key(name: str) -> tuple[int, str]:
+    """isort's order by type: CONSTANTS, then Classes, then everything else."""
+    if name.isupper() and len(name) > 1:
+        return 0, name.lower()
+
+    return (1 if name[:1].isupper() else 2), name.lower()
+
+
+def _sort_import_names(text: str) -> str:
+    """Re-sort ``from x import ...`` lists that renaming disordered or doubled.
+
+    Handles the two layouts ruff's formatter writes: all names on one line, or
+    one name per line inside parentheses.
+    """
+    lines = text.splitlines(keepends=True)
+    imports = [
+        node
+        for node in ast.walk(ast.parse(text))
+        if isinstance(node, ast.ImportFrom) and len(node.names) > 1
+    ]
+    # Bottom up, so that dropping a doubled name keeps earlier line numbers true.
+    for node in sorted(imports, key=lambda node: node.lineno, reverse=True):
+        names = [alias.name for alias in node.names]
+        wanted = sorted(set(names), key=_import_key)
+        if names == wanted or any(alias.asname for alias in node.names):
+            continue
+
+        first, last = node.lineno - 1, (node.end_lineno or node.lineno) - 1
+        if first == last:
+            line = lines[first]
+            head = line[: line.index(" import ") + len(" import ")]
+            ending = line[len(line.rstrip("\r\n")) :]
+            lines[first] = head + ", ".join(wanted) + ending
+            continue
+
+        body = lines[first + 1 : last]
+        by_name = {line.strip().rstrip(",").strip(): line for line in body}
+        if set(by_name) != set(names):
+            raise ConversionError(f"cannot re-sort the import on line {node.lineno}")
+
+        lines[first + 1 : last] = [by_name[name] for name in wanted]
+        if len(wanted) == 1:
+            closing = lines[first + 2]
+            single = lines[first].rstrip().removesuffix("(") + wanted[0]
+            lines[first : first + 3] = [single + closing[closing.index(")") + 1 :]]
+
+    return "".join(lines)
 
 
 def convert(source: str, source_name: str) -> str:

@@ -164,3 +164,135 @@ where id = any(%(task_ids)s::int[])
 union all
 select false, id, queue_name from {{schema}}._private_job_queues
 where id = any(%(queue_ids)s::int[])
+
+-- name: claim_jobs
+-- Lock up to %(limit)s runnable jobs for this pool, best first: available,
+-- due, of our tasks, carrying no forbidden flag, outside any named queue or in
+-- one we can lock now. At most one job per named queue, so a queue runs one job
+-- at a time across every worker. Attempts are counted here, at claim time.
+with candidates as (
+  select jobs.id, jobs.job_queue_id, jobs.priority, jobs.run_at
+  from {{schema}}._private_jobs as jobs
+  where jobs.is_available = true
+    and jobs.run_at <= now()
+    and jobs.task_id = any(%(task_ids)s::int[])
+    and (
+      jobs.job_queue_id is null
+      or jobs.job_queue_id in (
+        select queues.id
+        from {{schema}}._private_job_queues as queues
+        where queues.is_available = true
+        for update
+        skip locked
+      )
+    )
+    and (jobs.flags ?| %(forbidden_flags)s::text[]) is not true
+  order by jobs.priority asc, jobs.run_at asc
+  limit %(limit)s
+  for update
+  skip locked
+),
+chosen as (
+  select distinct on (
+    candidates.job_queue_id,
+    case when candidates.job_queue_id is null then candidates.id end
+  ) candidates.id, candidates.job_queue_id
+  from candidates
+  order by
+    candidates.job_queue_id,
+    case when candidates.job_queue_id is null then candidates.id end,
+    candidates.priority asc,
+    candidates.run_at asc
+),
+locked_queues as (
+  update {{schema}}._private_job_queues as queues
+  set locked_by = %(pool_id)s::text, locked_at = now()
+  from chosen
+  where queues.id = chosen.job_queue_id
+),
+job as (
+  update {{schema}}._private_jobs as jobs
+  set
+    attempts = jobs.attempts + 1,
+    locked_by = %(pool_id)s::text,
+    locked_at = now()
+  from chosen
+  where jobs.id = chosen.id
+  returning jobs.*
+)
+select {{job_columns_no_task}}
+from job
+left join {{schema}}._private_job_queues as queues on queues.id = job.job_queue_id
+order by job.priority asc, job.run_at asc, job.id asc
+
+-- name: complete_claimed
+-- Delete finished jobs and unlock their queues where this pool holds them.
+with done as (
+  delete from {{schema}}._private_jobs as jobs
+  where jobs.id = any(%(ids)s::bigint[])
+  returning jobs.job_queue_id
+)
+update {{schema}}._private_job_queues as queues
+set locked_by = null, locked_at = null
+from done
+where queues.id = done.job_queue_id and queues.locked_by = %(pool_id)s::text
+
+-- name: fail_claimed
+-- Record each failure, back off by exp(min(attempts, 10)) seconds, unlock the
+-- job (only where this pool holds it) and its queue. A failure may replace the
+-- payload: a batch keeps only the items that failed.
+with failed as (
+  update {{schema}}._private_jobs as jobs
+  set
+    last_error = failure.message,
+    run_at = greatest(now(), jobs.run_at)
+      + exp(least(jobs.attempts, 10)) * interval '1 second',
+    locked_by = null,
+    locked_at = null,
+    payload = coalesce(failure.payload, jobs.payload)
+  from json_to_recordset(%(failures)s::json)
+    as failure(id bigint, message text, payload json)
+  where jobs.id = failure.id and jobs.locked_by = %(pool_id)s::text
+  returning jobs.id, jobs.job_queue_id, jobs.attempts, jobs.max_attempts,
+    jobs.run_at
+),
+unlocked as (
+  update {{schema}}._private_job_queues as queues
+  set locked_by = null, locked_at = null
+  from failed
+  where queues.id = failed.job_queue_id and queues.locked_by = %(pool_id)s::text
+)
+select id, attempts, max_attempts, run_at from failed
+
+-- name: return_claimed
+-- Give back jobs that were claimed but never started, refunding the attempt.
+with returned as (
+  update {{schema}}._private_jobs as jobs
+  set
+    attempts = greatest(0, jobs.attempts - 1),
+    locked_by = null,
+    locked_at = null
+  where jobs.id = any(%(ids)s::bigint[]) and jobs.locked_by = %(pool_id)s::text
+  returning jobs.job_queue_id
+)
+update {{schema}}._private_job_queues as queues
+set locked_by = null, locked_at = null
+from returned
+where queues.id = returned.job_queue_id and queues.locked_by = %(pool_id)s::text
+
+-- name: reset_stale_locks
+-- Unlock jobs and queues whose lock is over four hours old (their worker is
+-- presumed dead); such jobs keep the attempt they used and may run at once.
+with jobs_reset as (
+  update {{schema}}._private_jobs as jobs
+  set locked_at = null, locked_by = null, run_at = greatest(jobs.run_at, now())
+  where jobs.locked_at < now() - interval '4 hours'
+  returning jobs.id
+),
+queues_reset as (
+  update {{schema}}._private_job_queues as queues
+  set locked_at = null, locked_by = null
+  where queues.locked_at < now() - interval '4 hours'
+  returning queues.id
+)
+select (select count(*) from jobs_reset), (select count(*) from queues_reset)
