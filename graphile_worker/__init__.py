@@ -10,6 +10,8 @@ import logging
 
 from graphile_worker._migrations import LATEST_MIGRATION
 from graphile_worker._sql import DEFAULT_SCHEMA
+from graphile_worker.context import WorkerContext
+from graphile_worker.context_async import AsyncWorkerContext
 from graphile_worker.database import Database, PsycopgDatabase
 from graphile_worker.database_async import (
     AsyncDatabase,
@@ -29,18 +31,27 @@ from graphile_worker.errors import (
     SchemaTooOldError,
     UnsupportedServerError,
 )
+from graphile_worker.events import EVENT_NAMES, Events, Fail, JobResult, Skip
+from graphile_worker.extensions import Extensions
 from graphile_worker.models import Job, JobKeyMode, JobSpec, RawJob, TaskPayload
+from graphile_worker.options import WorkerOptions
+from graphile_worker.task import TaskHandler, task
 from graphile_worker.utils import WorkerUtils
 from graphile_worker.utils_async import CLEANUP_TASKS, AsyncWorkerUtils, CleanupTask
+from graphile_worker.worker import Worker
+from graphile_worker.worker_async import AsyncWorker
 
 logging.getLogger(__name__).addHandler(logging.NullHandler())
 
 __all__ = [
     "CLEANUP_TASKS",
     "DEFAULT_SCHEMA",
+    "EVENT_NAMES",
     "LATEST_MIGRATION",
     "AsyncDatabase",
     "AsyncPsycopgDatabase",
+    "AsyncWorker",
+    "AsyncWorkerContext",
     "AsyncWorkerUtils",
     "CleanupTask",
     "ConfigurationError",
@@ -48,10 +59,14 @@ __all__ = [
     "Database",
     "DatabaseConnectionError",
     "DatabaseError",
+    "Events",
+    "Extensions",
+    "Fail",
     "GraphileWorkerError",
     "InvalidJobError",
     "Job",
     "JobKeyMode",
+    "JobResult",
     "JobSpec",
     "MigrationError",
     "Notification",
@@ -60,7 +75,13 @@ __all__ = [
     "RawJob",
     "SchemaTooNewError",
     "SchemaTooOldError",
+    "Skip",
+    "TaskHandler",
     "TaskPayload",
     "UnsupportedServerError",
+    "Worker",
+    "WorkerContext",
+    "WorkerOptions",
     "WorkerUtils",
+    "task",
 ]
