@@ -21,14 +21,13 @@ from __future__ import annotations
 
 import logging
 import queue
-import random
 import secrets
 import signal
 import threading
 import time
 from collections.abc import Callable
 from types import FrameType, TracebackType
-from typing import Any, Final, Self, final
+from typing import Any, Self, final
 
 import msgspec
 
@@ -43,6 +42,7 @@ from graphile_worker._acompat import (
     run_blocking,
 )
 from graphile_worker._connect import resolve_dsn
+from graphile_worker._housekeeping import Housekeeper
 from graphile_worker._outcome import (
     Done,
     Failure,
@@ -56,7 +56,6 @@ from graphile_worker._sql import queries
 from graphile_worker.context import WorkerContext
 from graphile_worker.database import (
     Database,
-    Notification,
     PsycopgDatabase,
     Row,
     as_database,
@@ -69,10 +68,6 @@ from graphile_worker.options import WorkerOptions
 from graphile_worker.task import TaskHandler, batch_failures
 from graphile_worker.utils import WorkerUtils
 
-LISTEN_CHANNELS: Final = ("jobs:insert", "worker:migrate")
-LISTEN_SLICE = 0.25  # seconds the listener waits before checking for a stop
-SWEEP_FIRST = 5.0  # seconds, the most before the first stale-lock sweep
-SWEEP_EVERY = (480.0, 600.0)  # seconds, random bounds between later sweeps
 ABORT_WAIT = 5.0  # seconds aborted jobs get to stop before being released
 TASK_REFRESH = 60.0  # seconds between re-registering our task identifiers
 BREAKING_MIGRATION_EXIT = 57  # Node's exit code for a breaking schema change
@@ -260,6 +255,10 @@ class Worker:
         # A signal handler must not take locks the interrupted code may hold.
         threading.Thread(target=self._request_stop, args=(force,)).start()
 
+    def _on_breaking_migration(self, number: int) -> None:
+        self.breaking_migration = number
+        self._request_stop(False)
+
     def _install_signals(self) -> Callable[[], None]:
         if (
             not self.options.handle_signals
@@ -299,8 +298,17 @@ class Worker:
             with TaskGroup() as services:
                 services.start_soon(self._completer, name=f"{self.worker_id}-complete")
                 if not once:
-                    services.start_soon(self._listen, name=f"{self.worker_id}-listen")
-                    services.start_soon(self._sweep, name=f"{self.worker_id}-sweep")
+                    keeper = Housekeeper(
+                        self._database,
+                        self.options.schema,
+                        worker_id=self.worker_id,
+                        events=self._events,
+                        stopping=self._stopping,
+                        on_insert=self._wakeup.set,
+                        on_breaking=self._on_breaking_migration,
+                    )
+                    services.start_soon(keeper.listen, name=f"{self.worker_id}-listen")
+                    services.start_soon(keeper.sweep, name=f"{self.worker_id}-sweep")
 
                 try:
                     with TaskGroup() as runners:
@@ -699,104 +707,3 @@ class Worker:
             )
 
         return True
-
-    # -- listening and sweeping ---------------------------------------------------
-
-    def _on_notification(self, note: Notification) -> None:
-        if note.channel == "jobs:insert":
-            self._wakeup.set()
-            return
-
-        try:
-            details = msgspec.json.decode(note.payload)
-        except msgspec.DecodeError:
-            return
-
-        if isinstance(details, dict) and details.get("breaking"):
-            number = details.get("migrationNumber")
-            logger.warning(
-                "Schema %s received breaking migration %s; it is unsafe to continue, "
-                "so worker %s stops",
-                self.options.schema,
-                number,
-                self.worker_id,
-                extra={"action": "breaking_migration", "worker_id": self.worker_id},
-            )
-            self.breaking_migration = number if isinstance(number, int) else -1
-            self._request_stop(False)
-
-    def _listen(self) -> None:
-        failures = 0
-        while not self._stopping.is_set():
-            self._events.emit(
-                "pool:listen:connecting",
-                {"worker_id": self.worker_id, "attempts": failures},
-            )
-            try:
-                with self._database.listen(LISTEN_CHANNELS) as listener:
-                    if failures:
-                        logger.info(
-                            "Worker %s is listening again",
-                            self.worker_id,
-                            extra={"action": "listen", "worker_id": self.worker_id},
-                        )
-
-                    failures = 0
-                    self._events.emit(
-                        "pool:listen:success", {"worker_id": self.worker_id}
-                    )
-                    self._wakeup.set()
-                    while not self._stopping.is_set():
-                        for note in listener.wait(LISTEN_SLICE):
-                            self._on_notification(note)
-
-            except DatabaseError as exc:
-                failures += 1
-                delay = backoff(failures)
-                logger.warning(
-                    "Worker %s lost its LISTEN connection (%s); reconnecting in %.2fs",
-                    self.worker_id,
-                    exc,
-                    delay,
-                    extra={"action": "listen_error", "worker_id": self.worker_id},
-                )
-                self._events.emit(
-                    "pool:listen:error", {"worker_id": self.worker_id, "error": exc}
-                )
-                event_wait(self._stopping, delay)
-
-        self._events.emit("pool:listen:release", {"worker_id": self.worker_id})
-
-    def _sweep(self) -> None:
-        delay = random.uniform(0, SWEEP_FIRST)
-        while not event_wait(self._stopping, delay):
-            delay = random.uniform(*SWEEP_EVERY)
-            self._events.emit("resetLocked:started", {"worker_id": self.worker_id})
-            try:
-                row = self._database.fetch_one(self._sql.reset_stale_locks)
-            except DatabaseError as exc:
-                logger.warning(
-                    "Worker %s could not reset stale locks (%s)",
-                    self.worker_id,
-                    exc,
-                    extra={"action": "sweep_error", "worker_id": self.worker_id},
-                )
-                self._events.emit(
-                    "resetLocked:failure", {"worker_id": self.worker_id, "error": exc}
-                )
-                delay = min(delay, 60.0)
-                continue
-
-            jobs, queues = row if row is not None else (0, 0)
-            if jobs or queues:
-                logger.warning(
-                    "Unlocked %d jobs and %d queues locked for over four hours",
-                    jobs,
-                    queues,
-                    extra={"action": "sweep", "worker_id": self.worker_id},
-                )
-
-            self._events.emit(
-                "resetLocked:success",
-                {"worker_id": self.worker_id, "jobs": jobs, "queues": queues},
-            )

@@ -41,6 +41,8 @@ RENAMES: dict[str, str] = {
     "AsyncPsycopgDatabase": "PsycopgDatabase",
     "AsyncListener": "Listener",
     "AsyncWorkerContext": "WorkerContext",
+    "AsyncHousekeeper": "Housekeeper",
+    "_housekeeping_async": "_housekeeping",
     "AQueue": "Queue",
     "AWakeup": "Wakeup",
     "ATaskGroup": "TaskGroup",
