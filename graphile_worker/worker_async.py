@@ -59,7 +59,7 @@ from graphile_worker.database_async import (
     Row,
     as_database,
 )
-from graphile_worker.errors import ConfigurationError, DatabaseError, MigrationError
+from graphile_worker.errors import ConfigurationError, DatabaseError
 from graphile_worker.events import Fail, JobResult, Skip
 from graphile_worker.migrate_async import migrate
 from graphile_worker.models import Job
@@ -217,7 +217,9 @@ class AsyncWorker:
                 self._task_ids = sorted(self._handlers_by_id)
                 return
 
-        raise MigrationError(f"could not register task identifiers {identifiers}")
+        raise DatabaseError(
+            f"task identifiers {identifiers} kept disappearing while registering them"
+        )
 
     def stop(self, *, force: bool = False) -> None:
         """Stop claiming jobs; let running jobs finish (or abort them if ``force``).
@@ -392,7 +394,7 @@ class AsyncWorker:
             writes = self._writes
             try:
                 rows = await self._claim(free)
-            except DatabaseError as exc:
+            except Exception as exc:
                 failures += 1
                 delay = backoff(failures)
                 logger.warning(
@@ -400,6 +402,7 @@ class AsyncWorker:
                     self.worker_id,
                     exc,
                     delay,
+                    exc_info=not isinstance(exc, DatabaseError),
                     extra={"action": "claim_error", "worker_id": self.worker_id},
                 )
                 self._events.emit(
