@@ -32,9 +32,21 @@ _decode_flags = msgspec.json.Decoder(dict[str, bool] | None).decode
 assert JOB_COLUMNS.count(",") == BARE_JOB_COLUMNS.count(",") == 17, "18 columns"
 
 
-def _text(value: object, what: str, *, low: int, high: int) -> str:
+def _storable(value: object, what: str) -> str:
     if not isinstance(value, str):
         raise InvalidJobError(f"{what} must be a string, not {type(value).__name__}")
+
+    if "\x00" in value:
+        raise InvalidJobError(
+            f"{what} contains a NUL character, which PostgreSQL cannot store: "
+            f"{value[:40]!r}"
+        )
+
+    return value
+
+
+def _text(value: object, what: str, *, low: int, high: int) -> str:
+    value = _storable(value, what)
 
     if not low <= len(value) <= high:
         raise InvalidJobError(
@@ -84,7 +96,7 @@ def check_spec(spec: JobSpec, *, batch: bool = False) -> JobSpec:
     :raises InvalidJobError: the first field that cannot be stored, named.
     """
     if spec.queue_name is not None:
-        _text(spec.queue_name, "queue_name", low=0, high=MAX_QUEUE_NAME_LENGTH)
+        _text(spec.queue_name, "queue_name", low=1, high=MAX_QUEUE_NAME_LENGTH)
 
     if spec.job_key is not None:
         _text(spec.job_key, "job_key", low=1, high=MAX_JOB_KEY_LENGTH)
@@ -119,13 +131,21 @@ def check_spec(spec: JobSpec, *, batch: bool = False) -> JobSpec:
             "pass preserve_run_at= to the call instead"
         )
 
-    if spec.flags is not None and (
-        isinstance(spec.flags, str)
-        or not all(isinstance(flag, str) for flag in spec.flags)
-    ):
-        raise InvalidJobError("flags must be a list of strings")
+    if spec.flags is not None:
+        check_texts(spec.flags, "flags")
 
     return spec
+
+
+def check_texts(values: object, what: str) -> list[str]:
+    """Return ``values`` as a list if it is a list of storable strings.
+
+    :raises InvalidJobError: a bare string, a non-string item, or a NUL.
+    """
+    if isinstance(values, str | bytes) or not isinstance(values, Iterable):
+        raise InvalidJobError(f"{what} must be a list of strings, not {values!r:.40}")
+
+    return [_storable(value, f"each of {what}") for value in values]
 
 
 def encode_payload(payload: object, *, identifier: str = "") -> bytes:

@@ -1,4 +1,4 @@
-"""``AsyncWorkerUtils``: add jobs and administer the queue from async code."""
+"""``AsyncWorkerUtils``: add jobs and administer the queue."""
 
 from __future__ import annotations
 
@@ -26,6 +26,11 @@ from graphile_worker.models import Job, JobSpec, RawJob, TaskPayload
 CleanupTask = Literal["GC_TASK_IDENTIFIERS", "GC_JOB_QUEUES", "DELETE_PERMAFAILED_JOBS"]
 CLEANUP_TASKS: tuple[CleanupTask, ...] = (
     "DELETE_PERMAFAILED_JOBS",
+    "GC_JOB_QUEUES",
+    "GC_TASK_IDENTIFIERS",
+)
+# As in graphile-worker: failed jobs are kept unless asked for by name.
+DEFAULT_CLEANUP_TASKS: tuple[CleanupTask, ...] = (
     "GC_JOB_QUEUES",
     "GC_TASK_IDENTIFIERS",
 )
@@ -190,7 +195,11 @@ class AsyncWorkerUtils:
         preserve_run_at: bool = False,
         connection: Connectable | None = None,
     ) -> list[Job]:
-        """Add many jobs of any identifiers and payloads in one round trip."""
+        """Add many jobs of any identifiers and payloads in one round trip.
+
+        :returns: the jobs, in no particular order (as graphile-worker's
+            ``add_jobs`` returns them); match them up by ``key`` or ``id``.
+        """
         jobs = list(jobs)
         document, count = _jobspec.add_jobs_document(
             jobs, use_local_time=self.use_local_time
@@ -247,7 +256,9 @@ class AsyncWorkerUtils:
         """Remove the job with this key, or stop it retrying if it is running.
 
         :returns: the job that was removed or stopped, or ``None``.
+        :raises InvalidJobError: the key cannot be stored.
         """
+        _jobspec.check_spec(JobSpec(job_key=job_key))
         row = await self._on(connection).fetch_one(
             self._sql.remove_job, {"job_key": job_key}
         )
@@ -312,19 +323,21 @@ class AsyncWorkerUtils:
     ) -> None:
         """Unlock the jobs and queues held by workers that are known to be dead."""
         await self._on(connection).execute(
-            self._sql.force_unlock_workers, {"worker_ids": list(worker_ids)}
+            self._sql.force_unlock_workers,
+            {"worker_ids": _jobspec.check_texts(worker_ids, "worker_ids")},
         )
 
     async def cleanup(
         self,
-        tasks: Iterable[CleanupTask] = CLEANUP_TASKS,
+        tasks: Iterable[CleanupTask] = DEFAULT_CLEANUP_TASKS,
         *,
         task_identifiers_to_keep: Iterable[str] = (),
         connection: Connectable | None = None,
     ) -> None:
         """Delete permanently failed jobs, unused queues and unused task names.
 
-        :param tasks: which of ``CLEANUP_TASKS`` to run; they run in that order.
+        :param tasks: which of ``CLEANUP_TASKS`` to run (they run in that
+            order); by default the two garbage collections, keeping failed jobs.
         :param task_identifiers_to_keep: task names never garbage-collected.
         :raises ConfigurationError: an unknown cleanup task.
         """
@@ -339,5 +352,9 @@ class AsyncWorkerUtils:
         if "GC_TASK_IDENTIFIERS" in wanted:
             await database.execute(
                 self._sql.gc_task_identifiers,
-                {"keep": list(task_identifiers_to_keep)},
+                {
+                    "keep": _jobspec.check_texts(
+                        task_identifiers_to_keep, "task_identifiers_to_keep"
+                    )
+                },
             )

@@ -10,7 +10,9 @@
 -- tables) look odd for a fresh schema. They are the names PostgreSQL produced
 -- on an upgraded Node install (tables were rebuilt next to their predecessors
 -- and later renamed), and they are kept verbatim so that Python-created and
--- Node-created schemas are indistinguishable in pg_catalog.
+-- Node-created schemas are indistinguishable in pg_catalog. PostgreSQL 18
+-- records NOT NULL constraints by name too, so those are named explicitly
+-- (older servers accept the names and ignore them).
 
 
 -- ---------------------------------------------------------------------------
@@ -18,12 +20,12 @@
 -- ---------------------------------------------------------------------------
 
 create table {{schema}}._private_job_queues (
-  id int generated always as identity
-    (sequence name {{schema}}.job_queues_id_seq),
-  queue_name text not null,
+  id int constraint job_queues_id_not_null not null
+    generated always as identity (sequence name {{schema}}.job_queues_id_seq),
+  queue_name text constraint job_queues_queue_name_not_null1 not null,
   locked_at timestamptz,
   locked_by text,
-  is_available boolean not null
+  is_available boolean constraint job_queues_is_available_not_null not null
     generated always as ((locked_at is null)) stored,
   constraint job_queues_pkey1 primary key (id),
   constraint job_queues_queue_name_key unique (queue_name),
@@ -31,9 +33,9 @@ create table {{schema}}._private_job_queues (
 );
 
 create table {{schema}}._private_tasks (
-  id int generated always as identity
-    (sequence name {{schema}}.tasks_id_seq),
-  identifier text not null,
+  id int constraint tasks_id_not_null not null
+    generated always as identity (sequence name {{schema}}.tasks_id_seq),
+  identifier text constraint tasks_identifier_not_null not null,
   constraint tasks_pkey primary key (id),
   constraint tasks_identifier_key unique (identifier),
   constraint tasks_identifier_check check (length(identifier) <= 128)
@@ -41,24 +43,27 @@ create table {{schema}}._private_tasks (
 
 -- job_queue_id and task_id deliberately carry no foreign keys (hot path).
 create table {{schema}}._private_jobs (
-  id bigint generated always as identity
-    (sequence name {{schema}}.jobs_id_seq1),
+  id bigint constraint jobs_id_not_null1 not null
+    generated always as identity (sequence name {{schema}}.jobs_id_seq1),
   job_queue_id int,
-  task_id int not null,
-  payload json not null default '{}'::json,
-  priority smallint not null default 0,
-  run_at timestamptz not null default now(),
-  attempts smallint not null default 0,
-  max_attempts smallint not null default 25,
+  task_id int constraint jobs_task_id_not_null not null,
+  payload json constraint jobs_payload_not_null1 not null default '{}'::json,
+  priority smallint constraint jobs_priority_not_null1 not null default 0,
+  run_at timestamptz constraint jobs_run_at_not_null1 not null default now(),
+  attempts smallint constraint jobs_attempts_not_null1 not null default 0,
+  max_attempts smallint constraint jobs_max_attempts_not_null1 not null
+    default 25,
   last_error text,
-  created_at timestamptz not null default now(),
-  updated_at timestamptz not null default now(),
+  created_at timestamptz constraint jobs_created_at_not_null1 not null
+    default now(),
+  updated_at timestamptz constraint jobs_updated_at_not_null1 not null
+    default now(),
   key text,
   locked_at timestamptz,
   locked_by text,
-  revision int not null default 0,
+  revision int constraint jobs_revision_not_null1 not null default 0,
   flags jsonb,
-  is_available boolean not null
+  is_available boolean constraint jobs_is_available_not_null not null
     generated always as (((locked_at is null) and (attempts < max_attempts))) stored,
   constraint jobs_pkey1 primary key (id),
   constraint jobs_key_key1 unique (key),
@@ -67,8 +72,8 @@ create table {{schema}}._private_jobs (
 );
 
 create table {{schema}}._private_known_crontabs (
-  identifier text not null,
-  known_since timestamptz not null,
+  identifier text constraint known_crontabs_identifier_not_null not null,
+  known_since timestamptz constraint known_crontabs_known_since_not_null not null,
   last_execution timestamptz,
   constraint known_crontabs_pkey primary key (identifier)
 );
