@@ -19,6 +19,7 @@ async                     blocking
 
 from __future__ import annotations
 
+import asyncio
 import math
 import queue
 import threading
@@ -28,7 +29,6 @@ from types import TracebackType
 from typing import Any, Generic, Self, TypeVar, final
 
 import anyio
-import anyio.abc
 import anyio.to_thread
 
 T = TypeVar("T")
@@ -65,8 +65,17 @@ class AQueue(Generic[T]):
     def qsize(self) -> int:
         return self._receive.statistics().current_buffer_used
 
+    def close(self) -> None:
+        """Release the queue; items still in it are dropped."""
+        self._send.close()
+        self._receive.close()
 
-Queue = queue.Queue
+
+class Queue(queue.Queue[T]):
+    """An unbounded FIFO for threads."""
+
+    def close(self) -> None:
+        """Nothing to release: a thread queue holds no resources."""
 
 
 @final
@@ -118,13 +127,19 @@ class Wakeup:
 
 @final
 class ATaskGroup:
-    """An anyio task group that starts coroutines with their arguments."""
+    """Tasks started together and awaited when the block ends.
+
+    Built on asyncio tasks (which psycopg's async driver requires anyway)
+    rather than an anyio task group, so that :meth:`abandon` can leave behind
+    a task that shields itself from cancellation. An error in the block
+    cancels the tasks; the first error a task raises is re-raised on exit.
+    """
 
     def __init__(self) -> None:
-        self._group: anyio.abc.TaskGroup = anyio.create_task_group()
+        self._tasks: list[asyncio.Task[Any]] = []
+        self._abandoned = False
 
     async def __aenter__(self) -> Self:
-        await self._group.__aenter__()
         return self
 
     async def __aexit__(
@@ -133,15 +148,32 @@ class ATaskGroup:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> bool | None:
-        return await self._group.__aexit__(exc_type, exc, tb)
+        if exc is not None:
+            for task in self._tasks:
+                task.cancel()
+
+        waiting = [task for task in self._tasks if not self._abandoned or task.done()]
+        results = await asyncio.gather(*waiting, return_exceptions=True)
+        errors = [
+            result
+            for result in results
+            if isinstance(result, BaseException)
+            and not isinstance(result, asyncio.CancelledError)
+        ]
+        if exc is None and errors:
+            raise errors[0]
+
+        return None
 
     def start_soon(
         self, function: Callable[..., Coroutine[Any, Any, Any]], *args: Any, name: str
     ) -> None:
-        self._group.start_soon(function, *args, name=name)
+        loop = asyncio.get_running_loop()
+        self._tasks.append(loop.create_task(function(*args), name=name))
 
     def abandon(self) -> None:
-        """Nothing to do: cancelled tasks end by themselves."""
+        """Let the block end without awaiting tasks that are still running."""
+        self._abandoned = True
 
 
 @final

@@ -65,6 +65,9 @@ class Queries(msgspec.Struct, frozen=True):
     fail_claimed: str
     return_claimed: str
     reset_stale_locks: str
+    cron_known: str
+    cron_register: str
+    cron_schedule: str
 
 
 def parse_named_queries(text: str) -> dict[str, str]:

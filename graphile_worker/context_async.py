@@ -1,4 +1,4 @@
-"""``AsyncWorkerContext``: what a task handler of the async worker is given.
+"""``AsyncWorkerContext``: what the worker hands each task handler.
 
 The context carries the decoded payload, the job, the worker's database and
 settings, the extensions, an abort signal for shutdown, and helpers that add
@@ -31,7 +31,7 @@ logger = logging.getLogger("graphile_worker.job")
 
 @final
 class AsyncWorkerContext:
-    """The per-job context of the async worker.
+    """The per-job context handed to each task handler.
 
     :ivar payload: the payload, decoded into the task's payload type.
     :ivar worker_id: the lock id of the worker pool running the job.

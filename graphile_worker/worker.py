@@ -80,9 +80,9 @@ logger = logging.getLogger(__name__)
 class Worker:
     """Runs the jobs of the tasks in ``options`` until stopped.
 
-    Use it as ``async with Worker(options) as worker: await worker.run()``,
-    or call :meth:`run` directly; :meth:`run_once` drains the jobs that are
-    runnable now and returns. :meth:`stop` may be called from any thread.
+    Use it as a context manager around :meth:`run`, or call :meth:`run`
+    directly; :meth:`run_once` drains the jobs that are runnable now and
+    returns. :meth:`stop` may be called from any thread, before or during a run.
 
     :param options: the worker's configuration.
     :param database: a database to run on instead of the options' DSN or pool.
@@ -148,6 +148,7 @@ class Worker:
         self._writes = 0
         self._loop: Any = None
         self._loop_thread = 0
+        self._early_stop: int | None = None
 
     def __enter__(self) -> Self:
         self.open()
@@ -334,13 +335,25 @@ class Worker:
 
         finally:
             restore_signals()
-            self._running = False
+            self._reset()
             self._events.emit("stop", {"worker_id": self.worker_id})
             logger.info(
                 "Worker %s stopped",
                 self.worker_id,
                 extra={"action": "worker_stopped", "worker_id": self.worker_id},
             )
+
+    def _reset(self) -> None:
+        """Make the worker ready for another run."""
+        self._ready.close()
+        self._ready = Queue()
+        self._stopping = Event()
+        self._forcing = Event()
+        self._abort = Event()
+        self._closing = False
+        self._early_stop = None
+        self._loop = None
+        self._running = False
 
     # -- fetching ---------------------------------------------------------------
 

@@ -79,9 +79,9 @@ logger = logging.getLogger(__name__)
 class AsyncWorker:
     """Runs the jobs of the tasks in ``options`` until stopped.
 
-    Use it as ``async with AsyncWorker(options) as worker: await worker.run()``,
-    or call :meth:`run` directly; :meth:`run_once` drains the jobs that are
-    runnable now and returns. :meth:`stop` may be called from any thread.
+    Use it as a context manager around :meth:`run`, or call :meth:`run`
+    directly; :meth:`run_once` drains the jobs that are runnable now and
+    returns. :meth:`stop` may be called from any thread, before or during a run.
 
     :param options: the worker's configuration.
     :param database: a database to run on instead of the options' DSN or pool.
@@ -150,6 +150,7 @@ class AsyncWorker:
         self._writes = 0
         self._loop: Any = None
         self._loop_thread = 0
+        self._early_stop: int | None = None
 
     async def __aenter__(self) -> Self:
         await self.open()
@@ -229,7 +230,10 @@ class AsyncWorker:
         """
         if True:  # ASYNC
             loop = self._loop
-            if loop is not None and threading.get_ident() != self._loop_thread:
+            if loop is None:
+                # Not running yet: run() applies the request when it starts.
+                self._early_stop = max(self._early_stop or 0, 2 if force else 1)
+            elif threading.get_ident() != self._loop_thread:
                 loop.call_soon_threadsafe(self._request_stop, force)
             else:
                 self._request_stop(force)
@@ -317,6 +321,8 @@ class AsyncWorker:
 
             self._loop = asyncio.get_running_loop()
             self._loop_thread = threading.get_ident()
+            if self._early_stop is not None:
+                self._request_stop(self._early_stop > 1)
         else:
             pass
 
@@ -361,13 +367,25 @@ class AsyncWorker:
 
         finally:
             restore_signals()
-            self._running = False
+            self._reset()
             self._events.emit("stop", {"worker_id": self.worker_id})
             logger.info(
                 "Worker %s stopped",
                 self.worker_id,
                 extra={"action": "worker_stopped", "worker_id": self.worker_id},
             )
+
+    def _reset(self) -> None:
+        """Make the worker ready for another run."""
+        self._ready.close()
+        self._ready = AQueue()
+        self._stopping = AEvent()
+        self._forcing = AEvent()
+        self._abort = AEvent()
+        self._closing = False
+        self._early_stop = None
+        self._loop = None
+        self._running = False
 
     # -- fetching ---------------------------------------------------------------
 

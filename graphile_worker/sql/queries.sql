@@ -296,3 +296,60 @@ queues_reset as (
   returning queues.id
 )
 select (select count(*) from jobs_reset), (select count(*) from queues_reset)
+
+-- name: cron_known
+select identifier, known_since, last_execution
+from {{schema}}._private_known_crontabs
+
+-- name: cron_register
+-- Identifiers seen for the first time become known now, without backfill.
+insert into {{schema}}._private_known_crontabs (identifier, known_since)
+select item.identifier, %(now)s::timestamptz
+from unnest(%(identifiers)s::text[]) as item(identifier)
+on conflict do nothing
+
+-- name: cron_schedule
+-- Add the jobs of the items due at %(ts)s, each at most once across every
+-- worker of any language: an item's job is added only by the statement whose
+-- upsert moves its last_execution forward to %(ts)s.
+with specs as (
+  select *
+  from json_to_recordset(%(specs)s::json) as spec(
+    index int,
+    identifier text,
+    task text,
+    payload json,
+    queue_name text,
+    max_attempts smallint,
+    priority smallint,
+    job_key text,
+    job_key_mode text
+  )
+),
+claimed as (
+  insert into {{schema}}._private_known_crontabs as known
+    (identifier, known_since, last_execution)
+  select specs.identifier, %(ts)s::timestamptz, %(ts)s::timestamptz
+  from specs
+  on conflict (identifier) do update
+  set last_execution = excluded.last_execution
+  where known.last_execution is null
+    or known.last_execution < excluded.last_execution
+  returning known.identifier
+)
+select specs.identifier, (
+  {{schema}}.add_job(
+    specs.task,
+    specs.payload,
+    specs.queue_name,
+    %(ts)s::timestamptz,
+    specs.max_attempts,
+    specs.job_key,
+    specs.priority,
+    null,
+    specs.job_key_mode
+  )
+).id
+from specs
+join claimed on claimed.identifier = specs.identifier
+order by specs.index
