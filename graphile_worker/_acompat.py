@@ -20,55 +20,38 @@ async                     blocking
 from __future__ import annotations
 
 import asyncio
-import math
 import queue
 import threading
 import time
 from collections.abc import Callable, Coroutine
 from types import TracebackType
-from typing import Any, Generic, Self, TypeVar, final
+from typing import Any, Self, TypeVar, final
 
-import anyio
 import anyio.to_thread
 
 T = TypeVar("T")
 
-AEvent = anyio.Event
-ALock = anyio.Lock
+AEvent = asyncio.Event
+ALock = asyncio.Lock
 Event = threading.Event
 Lock = threading.Lock
 
-asleep = anyio.sleep
+asleep = asyncio.sleep
 sleep = time.sleep
 
 
-@final
-class AQueue(Generic[T]):
-    """An unbounded FIFO for tasks of one event loop."""
-
-    def __init__(self) -> None:
-        self._send, self._receive = anyio.create_memory_object_stream[T](math.inf)
-
-    def put_nowait(self, item: T) -> None:
-        self._send.send_nowait(item)
-
-    async def get(self) -> T:
-        return await self._receive.receive()
+class AQueue(asyncio.Queue[T]):
+    """An unbounded FIFO for the tasks of one event loop."""
 
     def get_nowait(self) -> T:
-        """:raises queue.Empty: nothing is waiting."""
+        """:raises queue.Empty: nothing is waiting (as the thread queue says)."""
         try:
-            return self._receive.receive_nowait()
-        except anyio.WouldBlock:
+            return super().get_nowait()
+        except asyncio.QueueEmpty:
             raise queue.Empty from None
 
-    def qsize(self) -> int:
-        return self._receive.statistics().current_buffer_used
-
     def close(self) -> None:
-        """Release the queue; items still in it are dropped."""
-        self._send.close()
-        self._receive.close()
+        """Nothing to release: an asyncio queue holds no resources."""
 
 
 class Queue(queue.Queue[T]):
@@ -78,12 +61,29 @@ class Queue(queue.Queue[T]):
         """Nothing to release: a thread queue holds no resources."""
 
 
+async def aevent_wait(event: asyncio.Event, seconds: float | None) -> bool:
+    """Wait for ``event`` at most ``seconds``; say whether it is set."""
+    if not event.is_set():
+        try:
+            async with asyncio.timeout(seconds):
+                await event.wait()
+        except TimeoutError:
+            pass
+
+    return event.is_set()
+
+
+def event_wait(event: threading.Event, seconds: float | None) -> bool:
+    """Wait for ``event`` at most ``seconds``; say whether it is set."""
+    return event.wait(seconds)
+
+
 @final
 class AWakeup:
     """A signal that can be raised any number of times and waited on again."""
 
     def __init__(self) -> None:
-        self._event = anyio.Event()
+        self._event = asyncio.Event()
 
     def set(self) -> None:
         self._event.set()
@@ -93,12 +93,9 @@ class AWakeup:
 
     async def wait(self, seconds: float | None = None) -> bool:
         """Wait until raised or ``seconds`` pass; lower it again; say which."""
-        with anyio.move_on_after(seconds):
-            await self._event.wait()
-
-        raised = self._event.is_set()
+        raised = await aevent_wait(self._event, seconds)
         if raised:
-            self._event = anyio.Event()
+            self._event.clear()
 
         return raised
 
@@ -226,7 +223,44 @@ class TaskGroup:
         self._abandoned = True
 
 
-ACancelScope = anyio.CancelScope
+@final
+class ACancelScope:
+    """Cancels the task that entered it, and absorbs that one cancellation.
+
+    A lighter stand-in for anyio's scope, made for one job at a time.
+    """
+
+    __slots__ = ("_requested", "_task", "cancelled_caught")
+
+    def __init__(self) -> None:
+        self._task: asyncio.Task[Any] | None = None
+        self._requested = False
+        self.cancelled_caught = False
+
+    def __enter__(self) -> Self:
+        self._task = asyncio.current_task()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool:
+        self._task = None
+        if self._requested and isinstance(exc, asyncio.CancelledError):
+            task = asyncio.current_task()
+            if task is not None and task.uncancel() == 0:
+                self.cancelled_caught = True
+                return True
+
+        return False
+
+    def cancel(self) -> None:
+        """Cancel the block's task if it is still inside the block."""
+        if self._task is not None and not self._requested:
+            self._requested = True
+            self._task.cancel()
 
 
 @final
@@ -248,19 +282,6 @@ class CancelScope:
 
     def cancel(self) -> None:
         """Do nothing: threads stop only when their code checks the abort signal."""
-
-
-async def aevent_wait(event: anyio.Event, seconds: float | None) -> bool:
-    """Wait for ``event`` at most ``seconds``; say whether it is set."""
-    with anyio.move_on_after(seconds):
-        await event.wait()
-
-    return event.is_set()
-
-
-def event_wait(event: threading.Event, seconds: float | None) -> bool:
-    """Wait for ``event`` at most ``seconds``; say whether it is set."""
-    return event.wait(seconds)
 
 
 async def arun_blocking(function: Callable[..., T], *args: Any) -> T:
