@@ -576,7 +576,12 @@ class AsyncWorker:
     ) -> None:
         handler = self._handlers_by_id[row[3]]
         with self._count_lock:
-            self._in_flight -= 1
+            # A job in a named queue holds its slot until its outcome is written:
+            # only then is the queue unlocked, and claiming earlier could take a
+            # later job ahead of the queue's next one.
+            if row[1] is None or row[0] in self._abandoned:
+                self._in_flight -= 1
+
             if row[0] in self._abandoned:
                 return
 
@@ -623,8 +628,11 @@ class AsyncWorker:
                 try:
                     await self._write(batch)
                 finally:
-                    self._writing = False
-                    self._writes += 1
+                    queued = sum(1 for done in batch if done.row[1] is not None)
+                    with self._count_lock:
+                        self._in_flight -= queued
+                        self._writing = False
+                        self._writes += 1
 
                 self._wakeup.set()
                 self._finished.set()
