@@ -12,6 +12,7 @@ from graphile_worker._migrations import LATEST_MIGRATION
 from graphile_worker._sql import DEFAULT_SCHEMA
 from graphile_worker.context import WorkerContext
 from graphile_worker.context_async import AsyncWorkerContext
+from graphile_worker.cron import CronItem, cron, parse_crontab
 from graphile_worker.database import Database, PsycopgDatabase
 from graphile_worker.database_async import (
     AsyncDatabase,
@@ -55,6 +56,7 @@ __all__ = [
     "AsyncWorkerUtils",
     "CleanupTask",
     "ConfigurationError",
+    "CronItem",
     "CrontabError",
     "Database",
     "DatabaseConnectionError",
@@ -83,5 +85,7 @@ __all__ = [
     "WorkerContext",
     "WorkerOptions",
     "WorkerUtils",
+    "cron",
+    "parse_crontab",
     "task",
 ]

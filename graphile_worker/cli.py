@@ -6,6 +6,8 @@
     graphile-worker --tasks myapp.tasks --once       run the runnable jobs, then exit
     graphile-worker --schema-only                    install or upgrade the schema
     graphile-worker --cleanup GC_JOB_QUEUES          clean up the schema, then exit
+    graphile-worker --tasks myapp.tasks --crontab F  also add the jobs crontab F names
+    graphile-worker crontab check FILE               validate a crontab, show next runs
     graphile-worker demo                             see graphile_worker.demo
 
 ``--tasks MODULE`` imports ``MODULE`` (the current directory is importable) and
@@ -40,6 +42,7 @@ import sys
 import threading
 import traceback
 from collections.abc import Callable, Iterator, Sequence
+from datetime import UTC, datetime
 from importlib import metadata
 from types import FrameType, ModuleType
 from typing import Final
@@ -50,8 +53,10 @@ import psycopg
 from graphile_worker._connect import resolve_dsn
 from graphile_worker._migrations import LATEST_MIGRATION
 from graphile_worker._sql import DEFAULT_SCHEMA
+from graphile_worker.cron import CronItem, parse_crontab
 from graphile_worker.errors import (
     ConfigurationError,
+    CrontabError,
     DatabaseError,
     MigrationError,
     SchemaTooNewError,
@@ -71,6 +76,7 @@ EXIT_BREAKING: Final = 57  # graphile-worker's code for a breaking migration
 EXIT_INTERRUPTED: Final = 130  # 128 + SIGINT, the shells' convention
 POLL_INTERVAL_MS: Final = 2000  # milliseconds between polls, by default
 MS_PER_SECOND: Final = 1000
+CRONTAB_CHECK_COUNT: Final = 3  # fire times `crontab check` shows per item
 LOG_FORMAT: Final = "%(asctime)s.%(msecs)03d %(levelname)-7s %(name)s: %(message)s"
 LOG_DATE_FORMAT: Final = "%H:%M:%S"
 STOP_SIGNALS: Final = (signal.SIGINT, signal.SIGTERM)
@@ -266,6 +272,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="run the threaded Worker (blocking tasks only) instead of AsyncWorker",
     )
+    parser.add_argument(
+        "--crontab",
+        metavar="FILE",
+        help="add the recurring jobs this crontab file asks for (UTC, as "
+        "graphile-worker reads it)",
+    )
     verbosity = parser.add_mutually_exclusive_group()
     verbosity.add_argument(
         "-v",
@@ -411,6 +423,64 @@ def check_connection(dsn: str) -> None:
         raise ConnectError(_one_line(exc)) from exc
 
 
+def read_crontab(path: str) -> list[CronItem]:
+    """Read and parse a crontab file.
+
+    :raises CrontabError: the file cannot be read, or a line does not parse;
+        the message names the file and the line.
+    """
+    try:
+        with open(path, encoding="utf-8") as handle:
+            text = handle.read()
+    except OSError as exc:
+        raise CrontabError(f"{path}: cannot read: {exc.strerror}") from exc
+
+    try:
+        return parse_crontab(text)
+    except CrontabError as exc:
+        raise CrontabError(f"{path}: {exc}") from exc
+
+
+def check_crontab(arguments: Sequence[str]) -> int:
+    """``graphile-worker crontab check FILE``: validate and show next fire times."""
+    parser = argparse.ArgumentParser(
+        prog=f"{PROG} crontab check",
+        description="Check a crontab file and print each item's next fire times.",
+    )
+    parser.add_argument("file", metavar="FILE")
+    parser.add_argument(
+        "-n",
+        "--count",
+        type=positive_int,
+        default=CRONTAB_CHECK_COUNT,
+        help="fire times to show per item (default: %(default)s)",
+    )
+    args = parser.parse_args(arguments)
+    try:
+        items = read_crontab(args.file)
+    except CrontabError as exc:
+        report_error(exc)
+        return EXIT_USAGE
+
+    now = datetime.now(UTC)
+    for item in items:
+        try:
+            upcoming = item.next_fire_times(now, args.count)
+        except CrontabError as exc:
+            _write(f"{item.identifier} -> task {item.task}: {exc}")
+            continue
+
+        times = ", ".join(moment.strftime("%Y-%m-%d %H:%M") for moment in upcoming)
+        _write(f"{item.identifier} -> task {item.task}: {times} (UTC)")
+
+    _write(f"{args.file}: {len(items)} items, all valid")
+    return EXIT_OK
+
+
+def _write(line: str) -> None:
+    sys.stdout.write(line + "\n")
+
+
 def _options(
     args: argparse.Namespace, dsn: str, tasks: list[TaskHandler]
 ) -> WorkerOptions:
@@ -422,6 +492,7 @@ def _options(
         max_pool_size=args.max_pool_size,
         prepared_statements=not args.no_prepared_statements,
         tasks=tasks,
+        crontab=read_crontab(args.crontab) if args.crontab else None,
     )
 
 
@@ -585,6 +656,8 @@ def _main(arguments: list[str]) -> int:
 
     try:
         return _run(args, tasks)
+    except CrontabError as exc:
+        return _fail(EXIT_USAGE, exc, exc, verbose=verbose)
     except ConnectError as exc:
         return _fail(
             EXIT_FAILURE, f"cannot connect to the database: {exc}", exc, verbose=verbose
@@ -620,6 +693,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     arguments = list(sys.argv[1:] if argv is None else argv)
     try:
+        if arguments[:2] == ["crontab", "check"]:
+            return check_crontab(arguments[2:])
+
         if arguments[:1] == ["demo"]:
             from graphile_worker.demo import main as demo_main
 

@@ -7,6 +7,7 @@ from typing import Any, Self, TypeVar, final
 
 from graphile_worker._sql import DEFAULT_SCHEMA
 from graphile_worker.context_async import ScheduleInterceptor
+from graphile_worker.cron import CronItem, parse_crontab
 from graphile_worker.errors import ConfigurationError
 from graphile_worker.events import Events, JobResult
 from graphile_worker.extensions import Extensions
@@ -54,6 +55,9 @@ class WorkerOptions:
         message.
     :param handle_signals: on the main thread, stop gracefully on SIGINT/SIGTERM
         and at once on a second signal.
+    :param crontab: recurring jobs, as crontab text (parsed here, so a bad line
+        fails at once, naming the line) or as parsed items.
+    :param clock: where the cron scheduler reads the time; for tests.
     """
 
     def __init__(
@@ -74,6 +78,8 @@ class WorkerOptions:
         complete_delay: float = 0.0,
         error_traceback: bool = False,
         handle_signals: bool = True,
+        crontab: str | Sequence[CronItem] | None = None,
+        clock: Any = None,
     ) -> None:
         if dsn is not None and pool is not None:
             raise ConfigurationError("give a dsn or a pool, not both")
@@ -111,6 +117,8 @@ class WorkerOptions:
         self.complete_delay = float(complete_delay)
         self.error_traceback = error_traceback
         self.handle_signals = handle_signals
+        self.crontab = _cron_items(crontab)
+        self.clock = clock
         self.events = Events()
         self.extensions = Extensions()
         self.handlers: dict[str, TaskHandler] = {}
@@ -167,3 +175,24 @@ class WorkerOptions:
             raise ConfigurationError("forbidden_flags must give strings")
 
         return listed
+
+
+def _cron_items(crontab: str | Sequence[CronItem] | None) -> list[CronItem]:
+    if crontab is None:
+        return []
+
+    items = parse_crontab(crontab) if isinstance(crontab, str) else list(crontab)
+    seen: set[str] = set()
+    for item in items:
+        if not isinstance(item, CronItem):
+            raise ConfigurationError(f"crontab items must be CronItem, not {item!r}")
+
+        if item.identifier in seen:
+            raise ConfigurationError(
+                f"crontab identifier {item.identifier!r} is used twice; give one "
+                "of them another id"
+            )
+
+        seen.add(item.identifier)
+
+    return items

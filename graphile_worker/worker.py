@@ -65,6 +65,7 @@ from graphile_worker.events import Fail, JobResult, Skip
 from graphile_worker.migrate import migrate
 from graphile_worker.models import Job
 from graphile_worker.options import WorkerOptions
+from graphile_worker.scheduler import CronScheduler
 from graphile_worker.task import TaskHandler, batch_failures
 from graphile_worker.utils import WorkerUtils
 
@@ -312,6 +313,19 @@ class Worker:
                     )
                     services.start_soon(keeper.listen, name=f"{self.worker_id}-listen")
                     services.start_soon(keeper.sweep, name=f"{self.worker_id}-sweep")
+                    if self.options.crontab:
+                        scheduler = CronScheduler(
+                            self._database,
+                            self.options.schema,
+                            self.options.crontab,
+                            events=self._events,
+                            worker_id=self.worker_id,
+                            stopping=self._stopping,
+                            clock=self.options.clock,
+                        )
+                        services.start_soon(
+                            scheduler.run, name=f"{self.worker_id}-cron"
+                        )
 
                 try:
                     with TaskGroup() as runners:
