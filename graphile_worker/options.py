@@ -17,6 +17,7 @@ CONCURRENCY = 10  # jobs one worker runs at once
 POLL_INTERVAL = 2.0  # seconds between polls when LISTEN is quiet
 SHUTDOWN_GRACE = 5.0  # seconds running jobs get to finish before the abort
 MAX_CONCURRENCY = 10_000
+LOCAL_QUEUE_TTL = 300.0  # seconds a job claimed ahead may wait for a runner
 
 # before_job_run(ctx) may return Skip() or Fail(message); after_job_run(ctx,
 # result) may return a replacement JobResult. Both may be async for AsyncWorker.
@@ -51,6 +52,11 @@ class WorkerOptions:
     :param migrate: install or upgrade the schema when the worker starts.
     :param complete_delay: seconds to hold a finished job's write so more can
         join it; 0 writes at once, batching only what piles up meanwhile.
+    :param local_queue_size: jobs to claim ahead of free runners, so claiming
+        overlaps running (0: claim only for free runners). Claimed jobs are
+        locked to this worker; they go back to the queue on a stop, or when
+        they wait longer than ``local_queue_ttl``.
+    :param local_queue_ttl: seconds a job claimed ahead may wait for a runner.
     :param error_traceback: store the traceback in ``last_error``, not just the
         message.
     :param handle_signals: on the main thread, stop gracefully on SIGINT/SIGTERM
@@ -76,6 +82,8 @@ class WorkerOptions:
         use_local_time: bool = False,
         migrate: bool = True,
         complete_delay: float = 0.0,
+        local_queue_size: int = 0,
+        local_queue_ttl: float = LOCAL_QUEUE_TTL,
         error_traceback: bool = False,
         handle_signals: bool = True,
         crontab: str | Sequence[CronItem] | None = None,
@@ -97,6 +105,17 @@ class WorkerOptions:
             if not value >= 0:
                 raise ConfigurationError(f"{name} must be 0 or more, not {value}")
 
+        if not 0 <= local_queue_size <= MAX_CONCURRENCY:
+            raise ConfigurationError(
+                f"local_queue_size must be 0 to {MAX_CONCURRENCY}, "
+                f"not {local_queue_size}"
+            )
+
+        if not local_queue_ttl > 0:
+            raise ConfigurationError(
+                f"local_queue_ttl must be more than 0, not {local_queue_ttl}"
+            )
+
         if poll_interval == 0:
             raise ConfigurationError("poll_interval must be more than 0")
 
@@ -115,6 +134,8 @@ class WorkerOptions:
         self.use_local_time = use_local_time
         self.migrate = migrate
         self.complete_delay = float(complete_delay)
+        self.local_queue_size = local_queue_size
+        self.local_queue_ttl = float(local_queue_ttl)
         self.error_traceback = error_traceback
         self.handle_signals = handle_signals
         self.crontab = _cron_items(crontab)

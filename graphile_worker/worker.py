@@ -137,6 +137,7 @@ class Worker:
         self._ready: Queue[Row | None] = Queue()
         self._done: list[Done] = []
         self._abandoned: set[int] = set()
+        self._claimed_at: dict[int, float] = {}
         self._scopes: dict[int, CancelScope] = {}
         self._wakeup = Wakeup()
         self._finished = Wakeup()
@@ -365,6 +366,7 @@ class Worker:
         self._forcing = Event()
         self._abort = Event()
         self._closing = False
+        self._claimed_at.clear()
         self._early_stop = None
         self._loop = None
         self._running = False
@@ -385,9 +387,14 @@ class Worker:
     def _fetch(self, *, once: bool) -> None:
         failures = 0
         refreshed = time.monotonic()
+        ahead = self.options.local_queue_size
+        capacity = self.options.concurrency + ahead
+        refill = max(1, ahead // 2)
         while not self._stopping.is_set():
-            free = self.options.concurrency - self._in_flight
-            if free <= 0:
+            free = capacity - self._in_flight
+            # With a local queue, top it up in batches rather than job by job,
+            # unless runners are idle.
+            if free <= 0 or (free < refill and self._ready.qsize() > 0):
                 self._wakeup.wait(self.options.poll_interval)
                 continue
 
@@ -415,6 +422,10 @@ class Worker:
             if rows:
                 with self._count_lock:
                     self._in_flight += len(rows)
+
+                if ahead:
+                    claimed_at = time.monotonic()
+                    self._claimed_at.update((row[0], claimed_at) for row in rows)
 
                 for row in rows:
                     self._ready.put_nowait(row)
@@ -453,7 +464,7 @@ class Worker:
             if row is None:
                 return
 
-            if self._stopping.is_set():
+            if self._stopping.is_set() or self._expired(row):
                 self._return_unstarted([row])
                 continue
 
@@ -466,6 +477,17 @@ class Worker:
             del self._scopes[row[0]]
             if scope.cancelled_caught:
                 self._record(row, error=RuntimeError(SHUTDOWN_MESSAGE), started=started)
+
+    def _expired(self, row: Row) -> bool:
+        """Whether a job claimed ahead waited longer than the local queue allows."""
+        if not self._claimed_at:
+            return False
+
+        claimed_at = self._claimed_at.pop(row[0], None)
+        return (
+            claimed_at is not None
+            and time.monotonic() - claimed_at > self.options.local_queue_ttl
+        )
 
     def _context(self, row: Row, handler: TaskHandler, payload: Any) -> Any:
         def decode_job() -> Job:
@@ -563,6 +585,9 @@ class Worker:
 
     def _return_unstarted(self, rows: list[Row]) -> None:
         ids = [row[0] for row in rows]
+        for job_id in ids:
+            self._claimed_at.pop(job_id, None)
+
         with self._count_lock:
             self._in_flight -= len(rows)
 

@@ -983,3 +983,93 @@ async def test_a_blocking_handler_that_ignores_the_abort_is_released(
     assert row["attempts"] == 1
     assert row["last_error"] == SHUTDOWN
     assert row["locked_by"] is None and row["locked_at"] is None
+
+
+# -- the local queue -------------------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_a_local_queue_runs_every_job_once_in_order(db_dsn: str) -> None:
+    ran: list[int] = []
+
+    @task("hello")
+    async def hello(payload: Hello, ctx: AsyncWorkerContext) -> None:
+        ran.append(payload.n)
+
+    async with AsyncWorkerUtils(dsn=db_dsn) as utils:
+        for n in range(50):
+            await utils.add_job(Hello(n), JobSpec(priority=n))
+
+    await run_once(options(db_dsn, hello, concurrency=1, local_queue_size=20))
+
+    assert ran == list(range(50))
+    assert await job_ids(db_dsn) == []
+
+
+@pytest.mark.anyio
+async def test_a_stop_returns_jobs_claimed_ahead_with_their_attempt(
+    db_dsn: str,
+) -> None:
+    worker: AsyncWorker | None = None
+    ran: list[int] = []
+
+    @task("hello")
+    async def hello(payload: Hello, ctx: AsyncWorkerContext) -> None:
+        assert worker is not None
+        ran.append(payload.n)
+        worker.stop()
+
+    async with AsyncWorkerUtils(dsn=db_dsn) as utils:
+        first = await utils.add_job(Hello(0), JobSpec(priority=-1))
+        rest = await utils.add_jobs([Hello(n) for n in range(1, 11)])
+
+    worker = AsyncWorker(options(db_dsn, hello, concurrency=1, local_queue_size=10))
+    async with worker:
+        await worker.run()
+
+    assert ran == [0]
+    assert first.id not in await job_ids(db_dsn)
+    for job in rest:  # claimed ahead (attempt counted), then given back
+        row = await job_row(db_dsn, job.id)
+        assert row is not None
+        assert (row["attempts"], row["locked_by"], row["locked_at"]) == (0, None, None)
+
+
+@pytest.mark.anyio
+async def test_jobs_claimed_ahead_go_back_when_they_wait_too_long(
+    db_dsn: str,
+) -> None:
+    release = threading.Event()
+    ran: list[int] = []
+    locked_at: list[datetime | None] = []
+
+    @task("hello")
+    async def hello(payload: Hello, ctx: AsyncWorkerContext) -> None:
+        ran.append(payload.n)
+        locked_at.append(ctx.job.locked_at)
+        if payload.n == 0:
+            while not release.is_set():
+                await asleep(POLL)
+
+    async with AsyncWorkerUtils(dsn=db_dsn) as utils:
+        await utils.add_job(Hello(0), JobSpec(priority=-1))
+        waiting = await utils.add_job(Hello(1))
+
+    settings = options(
+        db_dsn, hello, concurrency=1, local_queue_size=5, local_queue_ttl=0.2
+    )
+    worker = AsyncWorker(settings)
+    async with worker, running(worker):
+        assert await wait_for(lambda: ran == [0])
+        # Hello(1) was claimed ahead while Hello(0) ran; past the TTL it is
+        # given back (unlocked, attempt refunded) rather than run late, so it
+        # runs under a lock taken after the release.
+        await asleep(0.4)
+        released_at = await db_now(db_dsn)
+        release.set()
+        assert await wait_for(lambda: 1 in ran)
+
+    assert waiting.id not in await job_ids(db_dsn)
+    assert ran == [0, 1]
+    second = locked_at[1]
+    assert second is not None and second > released_at

@@ -962,3 +962,90 @@ def test_a_blocking_handler_that_ignores_the_abort_is_released(
     assert row["attempts"] == 1
     assert row["last_error"] == SHUTDOWN
     assert row["locked_by"] is None and row["locked_at"] is None
+
+
+# -- the local queue -------------------------------------------------------------
+
+
+def test_a_local_queue_runs_every_job_once_in_order(db_dsn: str) -> None:
+    ran: list[int] = []
+
+    @task("hello")
+    def hello(payload: Hello, ctx: WorkerContext) -> None:
+        ran.append(payload.n)
+
+    with WorkerUtils(dsn=db_dsn) as utils:
+        for n in range(50):
+            utils.add_job(Hello(n), JobSpec(priority=n))
+
+    run_once(options(db_dsn, hello, concurrency=1, local_queue_size=20))
+
+    assert ran == list(range(50))
+    assert job_ids(db_dsn) == []
+
+
+def test_a_stop_returns_jobs_claimed_ahead_with_their_attempt(
+    db_dsn: str,
+) -> None:
+    worker: Worker | None = None
+    ran: list[int] = []
+
+    @task("hello")
+    def hello(payload: Hello, ctx: WorkerContext) -> None:
+        assert worker is not None
+        ran.append(payload.n)
+        worker.stop()
+
+    with WorkerUtils(dsn=db_dsn) as utils:
+        first = utils.add_job(Hello(0), JobSpec(priority=-1))
+        rest = utils.add_jobs([Hello(n) for n in range(1, 11)])
+
+    worker = Worker(options(db_dsn, hello, concurrency=1, local_queue_size=10))
+    with worker:
+        worker.run()
+
+    assert ran == [0]
+    assert first.id not in job_ids(db_dsn)
+    for job in rest:  # claimed ahead (attempt counted), then given back
+        row = job_row(db_dsn, job.id)
+        assert row is not None
+        assert (row["attempts"], row["locked_by"], row["locked_at"]) == (0, None, None)
+
+
+def test_jobs_claimed_ahead_go_back_when_they_wait_too_long(
+    db_dsn: str,
+) -> None:
+    release = threading.Event()
+    ran: list[int] = []
+    locked_at: list[datetime | None] = []
+
+    @task("hello")
+    def hello(payload: Hello, ctx: WorkerContext) -> None:
+        ran.append(payload.n)
+        locked_at.append(ctx.job.locked_at)
+        if payload.n == 0:
+            while not release.is_set():
+                sleep(POLL)
+
+    with WorkerUtils(dsn=db_dsn) as utils:
+        utils.add_job(Hello(0), JobSpec(priority=-1))
+        waiting = utils.add_job(Hello(1))
+
+    settings = options(
+        db_dsn, hello, concurrency=1, local_queue_size=5, local_queue_ttl=0.2
+    )
+    worker = Worker(settings)
+    with worker, running(worker):
+        assert wait_for(lambda: ran == [0])
+        # Hello(1) was claimed ahead while Hello(0) ran; past the TTL it is
+        # given back (unlocked, attempt refunded) rather than run late, so it
+        # runs under a lock taken after the release.
+        sleep(0.4)
+        released_at = db_now(db_dsn)
+        release.set()
+        assert wait_for(lambda: 1 in ran)
+
+    assert waiting.id not in job_ids(db_dsn)
+    assert ran == [0, 1]
+    second = locked_at[1]
+    assert second is not None and second > released_at
