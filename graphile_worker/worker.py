@@ -239,11 +239,11 @@ class Worker:
                 self.options.shutdown_grace,
                 extra={"action": "worker_stop", "worker_id": self.worker_id},
             )
-            self._events.emit("gracefulShutdown", {"worker_id": self.worker_id})
+            self._emit_all(("gracefulShutdown", "pool:gracefulShutdown"))
 
         if force and not self._forcing.is_set():
             self._forcing.set()
-            self._events.emit("forcefulShutdown", {"worker_id": self.worker_id})
+            self._emit_all(("forcefulShutdown", "pool:forcefulShutdown"))
 
         self._wakeup.set()
         self._finished.set()
@@ -259,6 +259,10 @@ class Worker:
         )
         # A signal handler must not take locks the interrupted code may hold.
         threading.Thread(target=self._request_stop, args=(force,)).start()
+
+    def _emit_all(self, names: tuple[str, ...]) -> None:
+        for name in names:
+            self._events.emit(name, {"worker_id": self.worker_id})
 
     def _on_breaking_migration(self, number: int) -> None:
         self.breaking_migration = number
@@ -298,6 +302,7 @@ class Worker:
 
         self.open()
         self._running = True
+        self._events.emit("worker:create", {"worker_id": self.worker_id})
         restore_signals = self._install_signals() if not once else (lambda: None)
         try:
             with TaskGroup() as services:
@@ -351,7 +356,7 @@ class Worker:
         finally:
             restore_signals()
             self._reset()
-            self._events.emit("stop", {"worker_id": self.worker_id})
+            self._emit_all(("worker:stop", "pool:release", "stop"))
             logger.info(
                 "Worker %s stopped",
                 self.worker_id,
@@ -730,7 +735,9 @@ class Worker:
             self._in_flight,
             extra={"action": "worker_abort", "worker_id": self.worker_id},
         )
-        self._events.emit("forcefulShutdown", {"worker_id": self.worker_id})
+        if not self._forcing.is_set():
+            self._emit_all(("forcefulShutdown", "pool:forcefulShutdown"))
+
         self._abort.set()
         for scope in list(self._scopes.values()):
             scope.cancel()
