@@ -22,6 +22,7 @@ CATCH_UP_LIMIT = timedelta(minutes=5)
 RESTART_MIN = 0.2  # seconds before the first restart after an error
 RESTART_MAX = 60.0  # seconds, the longest wait between restarts
 RESTART_FACTOR = 1.5
+RESTART_GROWTH_LIMIT = 32  # factors past which the delay is long at its cap
 
 Known = Mapping[str, tuple[datetime, datetime | None]]
 
@@ -39,7 +40,8 @@ def ceil_minute(moment: datetime) -> datetime:
 
 def restart_delay(failures: int) -> float:
     """Seconds to wait before restart number ``failures``, with jitter."""
-    ceiling = min(RESTART_MAX, RESTART_MIN * RESTART_FACTOR ** (failures - 1))
+    growth = RESTART_FACTOR ** min(failures - 1, RESTART_GROWTH_LIMIT)
+    ceiling = min(RESTART_MAX, RESTART_MIN * growth)
     return ceiling * (0.5 + random.random() / 2)
 
 

@@ -482,7 +482,10 @@ def _write(line: str) -> None:
 
 
 def _options(
-    args: argparse.Namespace, dsn: str, tasks: list[TaskHandler]
+    args: argparse.Namespace,
+    dsn: str,
+    tasks: list[TaskHandler],
+    crontab: list[CronItem] | None,
 ) -> WorkerOptions:
     return WorkerOptions(
         dsn=dsn,
@@ -492,7 +495,7 @@ def _options(
         max_pool_size=args.max_pool_size,
         prepared_statements=not args.no_prepared_statements,
         tasks=tasks,
-        crontab=read_crontab(args.crontab) if args.crontab else None,
+        crontab=crontab,
     )
 
 
@@ -611,11 +614,12 @@ def _maintain(args: argparse.Namespace, dsn: str, tasks: list[TaskHandler]) -> i
 
 def _run(args: argparse.Namespace, tasks: list[TaskHandler]) -> int:
     dsn = resolve_dsn(args.connection)
+    crontab = read_crontab(args.crontab) if args.crontab else None
     check_connection(dsn)
     if args.schema_only or args.cleanup is not None:
         return _maintain(args, dsn, tasks)
 
-    options = _options(args, dsn, tasks)
+    options = _options(args, dsn, tasks, crontab)
     if args.threaded:
         breaking = _serve_threaded(options, once=args.once)
     else:

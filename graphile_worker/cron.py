@@ -23,9 +23,10 @@ two items with one identifier (``id``, else the task identifier).
 
 Deliberate differences from Node, each an error here where Node goes on:
 option strings with more than 1000 ``&``-separated pairs (Node ignores the
-rest), a ``fill`` longer than :class:`~datetime.timedelta` can hold, numbers
-with more than 4000 digits, and the JSON5 limits listed in
-:mod:`graphile_worker._json5`.
+rest), ``max`` outside 1-32767 and ``priority`` outside the smallint range
+(which the database would refuse at every run), a ``fill`` longer than
+:class:`~datetime.timedelta` can hold, numbers with more than 4000 digits, and
+the JSON5 limits listed in :mod:`graphile_worker._json5`.
 """
 
 from __future__ import annotations
@@ -145,6 +146,11 @@ class CronItem(msgspec.Struct, frozen=True, kw_only=True):
             raise CrontabError(f"unknown job_key_mode {self.job_key_mode!r}")
         if self.timezone is not None:
             zone_of(self.timezone)
+        # Node accepts these and then fails at every scheduling; refuse early.
+        if self.max_attempts is not None and not 1 <= self.max_attempts <= 32767:
+            raise CrontabError(f"max must be 1 to 32767, not {self.max_attempts}")
+        if self.priority is not None and not -32768 <= self.priority <= 32767:
+            raise CrontabError(f"priority must be -32768 to 32767, not {self.priority}")
 
     @property
     def dom_unrestricted(self) -> bool:
@@ -561,6 +567,9 @@ def _parse_line(line: str, number: int) -> CronItem:
         except JSON5Error as error:
             raise CrontabError(f"invalid JSON5 payload: {error}", line=number) from None
     identifier = options.pop("identifier") or task
-    return CronItem(
-        task=task, identifier=identifier, **fields, **options, payload=payload
-    )
+    try:
+        return CronItem(
+            task=task, identifier=identifier, **fields, **options, payload=payload
+        )
+    except CrontabError as error:
+        raise CrontabError(str(error), line=number) from None

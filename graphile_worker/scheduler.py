@@ -90,19 +90,20 @@ class CronScheduler:
         self._worker_id = worker_id
         self._stopping = stopping
         self._clock: Clock = clock or SystemClock()
+        self._failures = 0
 
     def run(self) -> None:
         """Schedule until stopped; restart after any error, with backoff."""
         if not self._items:
             return
 
-        failures = 0
         while not self._stopping.is_set():
             try:
                 self._tick(self._start())
                 return
             except Exception as exc:
-                failures += 1
+                self._failures += 1
+                failures = self._failures
                 delay = restart_delay(failures)
                 logger.error(
                     "Cron hit an error; restarting in %.1fs (attempt %d): %s",
@@ -180,6 +181,7 @@ class CronScheduler:
             if due:
                 self._schedule(expected, due, backfilled=False)
 
+            self._failures = 0  # a healthy minute: the next error starts over
             expected += MINUTE
 
     def _schedule(

@@ -88,19 +88,20 @@ class AsyncCronScheduler:
         self._worker_id = worker_id
         self._stopping = stopping
         self._clock: AsyncClock = clock or SystemAsyncClock()
+        self._failures = 0
 
     async def run(self) -> None:
         """Schedule until stopped; restart after any error, with backoff."""
         if not self._items:
             return
 
-        failures = 0
         while not self._stopping.is_set():
             try:
                 await self._tick(await self._start())
                 return
             except Exception as exc:
-                failures += 1
+                self._failures += 1
+                failures = self._failures
                 delay = restart_delay(failures)
                 logger.error(
                     "Cron hit an error; restarting in %.1fs (attempt %d): %s",
@@ -178,6 +179,7 @@ class AsyncCronScheduler:
             if due:
                 await self._schedule(expected, due, backfilled=False)
 
+            self._failures = 0  # a healthy minute: the next error starts over
             expected += MINUTE
 
     async def _schedule(
