@@ -262,6 +262,14 @@ def build_parser() -> argparse.ArgumentParser:
         "(default: %(default)s)",
     )
     parser.add_argument(
+        "--local-queue-size",
+        metavar="N",
+        type=int,
+        default=0,
+        help="jobs to claim ahead of free slots, so one claim serves many short "
+        "jobs (default: 0, off)",
+    )
+    parser.add_argument(
         "--no-prepared-statements",
         action="store_true",
         help="do not prepare statements, for poolers such as PgBouncer in "
@@ -494,6 +502,7 @@ def _options(
         poll_interval=args.poll_interval / MS_PER_SECOND,
         max_pool_size=args.max_pool_size,
         prepared_statements=not args.no_prepared_statements,
+        local_queue_size=args.local_queue_size,
         tasks=tasks,
         crontab=crontab,
     )
