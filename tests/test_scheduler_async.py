@@ -21,7 +21,7 @@ import json
 import re
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any, LiteralString, NamedTuple
 
@@ -43,8 +43,9 @@ from graphile_worker import (
 )
 from graphile_worker._acompat import AEvent, ATaskGroup, aevent_wait, asleep
 from graphile_worker._sql import queries
-from graphile_worker.database_async import AsyncListener, Params, Row
+from graphile_worker.database_async import Params, Row
 from graphile_worker.scheduler_async import AsyncCronScheduler
+from tests.wrapped_async import AsyncWrappedDatabase
 
 SCHEMA = "graphile_worker"
 WAIT = 60.0  # seconds: the most a fake clock may take to reach its end
@@ -267,7 +268,7 @@ async def schedule(
 
 
 class FailingSchedules:
-    """Hands every statement to a real database, but fails some cron_schedule.
+    """A statement hook that fails some cron_schedule statements.
 
     ``failures`` maps a cron minute to how many of its ``cron_schedule``
     statements to fail (each failure lets ``outage`` pass on ``clock``, as a
@@ -276,21 +277,16 @@ class FailingSchedules:
 
     def __init__(
         self,
-        inner: AsyncDatabase,
         clock: FakeClock,
         failures: Mapping[datetime, int],
         outage: timedelta,
     ) -> None:
-        self.inner = inner
         self.clock = clock
         self.failures = dict(failures)
         self.outage = outage
         self.failed: list[datetime] = []
 
-    async def execute(self, query: str, params: Params = None) -> None:
-        await self.inner.execute(query, params)
-
-    async def fetch(self, query: str, params: Params = None) -> list[Row]:
+    async def before(self, query: str, params: Params) -> None:
         if query == CRON_SCHEDULE and isinstance(params, Mapping):
             ts: datetime = params["ts"]
             if self.failures.get(ts, 0) > 0:
@@ -298,22 +294,6 @@ class FailingSchedules:
                 self.failed.append(ts)
                 self.clock.advance(self.outage)
                 raise DatabaseError("injected failure of cron_schedule")
-
-        return await self.inner.fetch(query, params)
-
-    async def fetch_one(self, query: str, params: Params = None) -> Row | None:
-        return await self.inner.fetch_one(query, params)
-
-    def transaction(self) -> AbstractAsyncContextManager[AsyncDatabase]:
-        return self.inner.transaction()
-
-    def listen(
-        self, channels: Sequence[str]
-    ) -> AbstractAsyncContextManager[AsyncListener]:
-        return self.inner.listen(channels)
-
-    async def close(self) -> None:
-        await self.inner.close()
 
 
 def worker_options(dsn: str, tasks: Sequence[object], **settings: Any) -> WorkerOptions:
@@ -654,7 +634,8 @@ async def test_database_errors_restart_the_scheduler_and_not_the_worker(
         " from generate_series(1, 5) as n",
     )
     async with opened(db_dsn) as inner:
-        database = FailingSchedules(inner, clock, {broken_at: 3}, outage)
+        failing = FailingSchedules(clock, {broken_at: 3}, outage)
+        database = AsyncWrappedDatabase(inner, failing.before)
         settings = worker_options(db_dsn, [other], crontab=items, clock=clock)
         seen = recorded(settings.events, "cron:starting")
         worker = AsyncWorker(settings, database=database)
@@ -668,7 +649,7 @@ async def test_database_errors_restart_the_scheduler_and_not_the_worker(
             assert await wait_for(lambda: len(ran) == 10)
 
     assert sorted(ran) == list(range(1, 11))
-    assert database.failed == [broken_at] * 3
+    assert failing.failed == [broken_at] * 3
     restarts = [RESTART_LOG.match(record.getMessage()) for record in caplog.records]
     assert [int(found[1]) for found in restarts if found] == [1, 2, 3]
     assert len(seen["cron:starting"]) == 4
@@ -693,12 +674,13 @@ async def test_the_backoff_starts_over_after_the_scheduler_recovers(
     clock = FakeClock(T0, T0 + 3 * HOUR)
     failures = {T0 + 20 * MINUTE: 1, T0 + 2 * HOUR: 1}
     async with opened(db_dsn) as inner:
-        database = FailingSchedules(inner, clock, failures, MINUTE)
+        failing = FailingSchedules(clock, failures, MINUTE)
+        database = AsyncWrappedDatabase(inner, failing.before)
         await run_schedulers([(database, clock)], items)
 
     jobs = await added_jobs(db_dsn)
     assert len(runs_of(jobs, "filled")) == 36  # nothing lost
-    assert database.failed == list(failures)
+    assert failing.failed == list(failures)
     restarts = [RESTART_LOG.match(record.getMessage()) for record in caplog.records]
     assert [int(found[1]) for found in restarts if found] == [1, 1]
 

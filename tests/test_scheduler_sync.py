@@ -23,7 +23,7 @@ import json
 import re
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any, LiteralString, NamedTuple
 
@@ -45,8 +45,9 @@ from graphile_worker import (
 )
 from graphile_worker._acompat import Event, TaskGroup, event_wait, sleep
 from graphile_worker._sql import queries
-from graphile_worker.database import Listener, Params, Row
+from graphile_worker.database import Params, Row
 from graphile_worker.scheduler import CronScheduler
+from tests.wrapped import WrappedDatabase
 
 SCHEMA = "graphile_worker"
 WAIT = 60.0  # seconds: the most a fake clock may take to reach its end
@@ -269,7 +270,7 @@ def schedule(
 
 
 class FailingSchedules:
-    """Hands every statement to a real database, but fails some cron_schedule.
+    """A statement hook that fails some cron_schedule statements.
 
     ``failures`` maps a cron minute to how many of its ``cron_schedule``
     statements to fail (each failure lets ``outage`` pass on ``clock``, as a
@@ -278,21 +279,16 @@ class FailingSchedules:
 
     def __init__(
         self,
-        inner: Database,
         clock: FakeClock,
         failures: Mapping[datetime, int],
         outage: timedelta,
     ) -> None:
-        self.inner = inner
         self.clock = clock
         self.failures = dict(failures)
         self.outage = outage
         self.failed: list[datetime] = []
 
-    def execute(self, query: str, params: Params = None) -> None:
-        self.inner.execute(query, params)
-
-    def fetch(self, query: str, params: Params = None) -> list[Row]:
+    def before(self, query: str, params: Params) -> None:
         if query == CRON_SCHEDULE and isinstance(params, Mapping):
             ts: datetime = params["ts"]
             if self.failures.get(ts, 0) > 0:
@@ -300,22 +296,6 @@ class FailingSchedules:
                 self.failed.append(ts)
                 self.clock.advance(self.outage)
                 raise DatabaseError("injected failure of cron_schedule")
-
-        return self.inner.fetch(query, params)
-
-    def fetch_one(self, query: str, params: Params = None) -> Row | None:
-        return self.inner.fetch_one(query, params)
-
-    def transaction(self) -> AbstractContextManager[Database]:
-        return self.inner.transaction()
-
-    def listen(
-        self, channels: Sequence[str]
-    ) -> AbstractContextManager[Listener]:
-        return self.inner.listen(channels)
-
-    def close(self) -> None:
-        self.inner.close()
 
 
 def worker_options(dsn: str, tasks: Sequence[object], **settings: Any) -> WorkerOptions:
@@ -647,7 +627,8 @@ def test_database_errors_restart_the_scheduler_and_not_the_worker(
         " from generate_series(1, 5) as n",
     )
     with opened(db_dsn) as inner:
-        database = FailingSchedules(inner, clock, {broken_at: 3}, outage)
+        failing = FailingSchedules(clock, {broken_at: 3}, outage)
+        database = WrappedDatabase(inner, failing.before)
         settings = worker_options(db_dsn, [other], crontab=items, clock=clock)
         seen = recorded(settings.events, "cron:starting")
         worker = Worker(settings, database=database)
@@ -661,7 +642,7 @@ def test_database_errors_restart_the_scheduler_and_not_the_worker(
             assert wait_for(lambda: len(ran) == 10)
 
     assert sorted(ran) == list(range(1, 11))
-    assert database.failed == [broken_at] * 3
+    assert failing.failed == [broken_at] * 3
     restarts = [RESTART_LOG.match(record.getMessage()) for record in caplog.records]
     assert [int(found[1]) for found in restarts if found] == [1, 2, 3]
     assert len(seen["cron:starting"]) == 4
@@ -685,12 +666,13 @@ def test_the_backoff_starts_over_after_the_scheduler_recovers(
     clock = FakeClock(T0, T0 + 3 * HOUR)
     failures = {T0 + 20 * MINUTE: 1, T0 + 2 * HOUR: 1}
     with opened(db_dsn) as inner:
-        database = FailingSchedules(inner, clock, failures, MINUTE)
+        failing = FailingSchedules(clock, failures, MINUTE)
+        database = WrappedDatabase(inner, failing.before)
         run_schedulers([(database, clock)], items)
 
     jobs = added_jobs(db_dsn)
     assert len(runs_of(jobs, "filled")) == 36  # nothing lost
-    assert database.failed == list(failures)
+    assert failing.failed == list(failures)
     restarts = [RESTART_LOG.match(record.getMessage()) for record in caplog.records]
     assert [int(found[1]) for found in restarts if found] == [1, 1]
 

@@ -3,15 +3,16 @@
 Expected values come from the schema's documented semantics (the comments of
 the SQL functions, graphile-worker's documentation) and from plain arithmetic,
 and are read back with SQL of our own rather than trusted from the return
-values. Statements are counted with :class:`CountingDatabase`, a thin
-``AsyncDatabase`` that records each statement and hands it to a real one.
+values. Statements are counted by a hook of
+:class:`tests.wrapped_async.AsyncWrappedDatabase`, which hands each one on to a
+real database.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Sequence
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any, ClassVar, LiteralString, cast
 
@@ -20,7 +21,6 @@ import pytest
 from psycopg import AsyncConnection, Rollback
 
 from graphile_worker import (
-    AsyncDatabase,
     AsyncPsycopgDatabase,
     AsyncWorkerUtils,
     ConfigurationError,
@@ -29,7 +29,8 @@ from graphile_worker import (
     JobSpec,
     RawJob,
 )
-from graphile_worker.database_async import AsyncListener, Params, Row
+from graphile_worker.database_async import Params, Row
+from tests.wrapped_async import AsyncWrappedDatabase
 
 SCHEMA_DEFAULT_MAX_ATTEMPTS = 25  # _private_jobs.max_attempts default
 MANUAL_FAILURE = "Manually marked as failed"  # permanently_fail_jobs' default
@@ -81,47 +82,17 @@ class NotATask(msgspec.Struct):
     n: int
 
 
-class CountingDatabase:
-    """Records every statement, then hands it on to another ``AsyncDatabase``."""
-
-    def __init__(
-        self, inner: AsyncDatabase, statements: list[str] | None = None
-    ) -> None:
-        self.inner = inner
-        self.statements: list[str] = [] if statements is None else statements
-
-    async def execute(self, query: str, params: Params = None) -> None:
-        self.statements.append(query)
-        await self.inner.execute(query, params)
-
-    async def fetch(self, query: str, params: Params = None) -> list[Row]:
-        self.statements.append(query)
-        return await self.inner.fetch(query, params)
-
-    async def fetch_one(self, query: str, params: Params = None) -> Row | None:
-        self.statements.append(query)
-        return await self.inner.fetch_one(query, params)
-
-    @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[AsyncDatabase]:
-        async with self.inner.transaction() as inner:
-            yield CountingDatabase(inner, self.statements)
-
-    def listen(
-        self, channels: Sequence[str]
-    ) -> AbstractAsyncContextManager[AsyncListener]:
-        return self.inner.listen(channels)
-
-    async def close(self) -> None:
-        await self.inner.close()
-
-
 @asynccontextmanager
 async def counted(dsn: str) -> AsyncIterator[tuple[AsyncWorkerUtils, list[str]]]:
     """Utilities on one autocommit connection, and the statements they send."""
+    statements: list[str] = []
+
+    async def record(query: str, params: Params) -> None:
+        statements.append(query)
+
     async with await AsyncConnection.connect(dsn, autocommit=True) as connection:
-        database = CountingDatabase(AsyncPsycopgDatabase(connection))
-        yield AsyncWorkerUtils(database=database), database.statements
+        database = AsyncWrappedDatabase(AsyncPsycopgDatabase(connection), record)
+        yield AsyncWorkerUtils(database=database), statements
 
 
 async def query(dsn: str, sql: LiteralString, params: Params = None) -> list[Row]:

@@ -5,15 +5,16 @@
 Expected values come from the schema's documented semantics (the comments of
 the SQL functions, graphile-worker's documentation) and from plain arithmetic,
 and are read back with SQL of our own rather than trusted from the return
-values. Statements are counted with :class:`CountingDatabase`, a thin
-``Database`` that records each statement and hands it to a real one.
+values. Statements are counted by a hook of
+:class:`tests.wrapped.WrappedDatabase`, which hands each one on to a
+real database.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Sequence
-from contextlib import AbstractContextManager, contextmanager
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any, ClassVar, LiteralString, cast
 
@@ -23,7 +24,6 @@ from psycopg import Connection, Rollback
 
 from graphile_worker import (
     ConfigurationError,
-    Database,
     InvalidJobError,
     Job,
     JobSpec,
@@ -31,7 +31,8 @@ from graphile_worker import (
     RawJob,
     WorkerUtils,
 )
-from graphile_worker.database import Listener, Params, Row
+from graphile_worker.database import Params, Row
+from tests.wrapped import WrappedDatabase
 
 SCHEMA_DEFAULT_MAX_ATTEMPTS = 25  # _private_jobs.max_attempts default
 MANUAL_FAILURE = "Manually marked as failed"  # permanently_fail_jobs' default
@@ -83,47 +84,17 @@ class NotATask(msgspec.Struct):
     n: int
 
 
-class CountingDatabase:
-    """Records every statement, then hands it on to another ``Database``."""
-
-    def __init__(
-        self, inner: Database, statements: list[str] | None = None
-    ) -> None:
-        self.inner = inner
-        self.statements: list[str] = [] if statements is None else statements
-
-    def execute(self, query: str, params: Params = None) -> None:
-        self.statements.append(query)
-        self.inner.execute(query, params)
-
-    def fetch(self, query: str, params: Params = None) -> list[Row]:
-        self.statements.append(query)
-        return self.inner.fetch(query, params)
-
-    def fetch_one(self, query: str, params: Params = None) -> Row | None:
-        self.statements.append(query)
-        return self.inner.fetch_one(query, params)
-
-    @contextmanager
-    def transaction(self) -> Iterator[Database]:
-        with self.inner.transaction() as inner:
-            yield CountingDatabase(inner, self.statements)
-
-    def listen(
-        self, channels: Sequence[str]
-    ) -> AbstractContextManager[Listener]:
-        return self.inner.listen(channels)
-
-    def close(self) -> None:
-        self.inner.close()
-
-
 @contextmanager
 def counted(dsn: str) -> Iterator[tuple[WorkerUtils, list[str]]]:
     """Utilities on one autocommit connection, and the statements they send."""
+    statements: list[str] = []
+
+    def record(query: str, params: Params) -> None:
+        statements.append(query)
+
     with Connection.connect(dsn, autocommit=True) as connection:
-        database = CountingDatabase(PsycopgDatabase(connection))
-        yield WorkerUtils(database=database), database.statements
+        database = WrappedDatabase(PsycopgDatabase(connection), record)
+        yield WorkerUtils(database=database), statements
 
 
 def query(dsn: str, sql: LiteralString, params: Params = None) -> list[Row]:

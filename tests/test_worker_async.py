@@ -16,8 +16,8 @@ import json
 import math
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
 from typing import Any, ClassVar, LiteralString
 
@@ -27,7 +27,6 @@ import pytest
 from psycopg import AsyncConnection
 
 from graphile_worker import (
-    AsyncDatabase,
     AsyncPsycopgDatabase,
     AsyncWorker,
     AsyncWorkerContext,
@@ -42,8 +41,9 @@ from graphile_worker import (
 from graphile_worker import worker_async as worker_module
 from graphile_worker._acompat import AEvent, ATaskGroup, aevent_wait, asleep
 from graphile_worker._sql import queries
-from graphile_worker.database_async import AsyncListener, Params, Row
+from graphile_worker.database_async import Params, Row
 from graphile_worker.options import FlagSource
+from tests.wrapped_async import AsyncWrappedDatabase
 
 WAIT = 10.0  # seconds: the most any condition is waited for before failing
 POLL = 0.01  # seconds between checks of a condition
@@ -367,42 +367,6 @@ async def test_a_named_queue_runs_one_job_at_a_time_across_two_workers(
     assert await job_ids(db_dsn) == []
 
 
-class SlowCompletions:
-    """Hands every statement to a real database, completions after a delay.
-
-    Stands for a slow network on the completion write only, which widens the
-    window between a job's end and the write that unlocks its queue.
-    """
-
-    def __init__(self, inner: AsyncDatabase, delay: float) -> None:
-        self.inner = inner
-        self.delay = delay
-        self.complete_claimed = queries("graphile_worker").complete_claimed
-
-    async def execute(self, query: str, params: Params = None) -> None:
-        if query == self.complete_claimed:
-            await asleep(self.delay)
-
-        await self.inner.execute(query, params)
-
-    async def fetch(self, query: str, params: Params = None) -> list[Row]:
-        return await self.inner.fetch(query, params)
-
-    async def fetch_one(self, query: str, params: Params = None) -> Row | None:
-        return await self.inner.fetch_one(query, params)
-
-    def transaction(self) -> AbstractAsyncContextManager[AsyncDatabase]:
-        return self.inner.transaction()
-
-    def listen(
-        self, channels: Sequence[str]
-    ) -> AbstractAsyncContextManager[AsyncListener]:
-        return self.inner.listen(channels)
-
-    async def close(self) -> None:
-        await self.inner.close()
-
-
 @pytest.mark.anyio
 async def test_concurrency_one_keeps_run_at_order_through_a_queue(
     db_dsn: str,
@@ -421,7 +385,15 @@ async def test_concurrency_one_keeps_run_at_order_through_a_queue(
     inner = AsyncPsycopgDatabase.from_dsn(db_dsn)
     await inner.open()
     try:
-        database = SlowCompletions(inner, 0.2)
+        complete_claimed = queries("graphile_worker").complete_claimed
+
+        async def slow_completions(query: str, params: Params) -> None:
+            # A slow network on the completion write only, which widens the
+            # window between a job's end and the write that unlocks its queue.
+            if query == complete_claimed:
+                await asleep(0.2)
+
+        database = AsyncWrappedDatabase(inner, slow_completions)
         settings = options(db_dsn, hello, concurrency=1)
         async with AsyncWorker(settings, database=database) as worker:
             await worker.run_once()

@@ -18,8 +18,8 @@ import json
 import math
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import AbstractContextManager, contextmanager
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from datetime import datetime, timedelta
 from typing import Any, ClassVar, LiteralString
 
@@ -29,7 +29,6 @@ import pytest
 from psycopg import Connection
 
 from graphile_worker import (
-    Database,
     Fail,
     JobResult,
     JobSpec,
@@ -44,8 +43,9 @@ from graphile_worker import (
 from graphile_worker import worker as worker_module
 from graphile_worker._acompat import Event, TaskGroup, event_wait, sleep
 from graphile_worker._sql import queries
-from graphile_worker.database import Listener, Params, Row
+from graphile_worker.database import Params, Row
 from graphile_worker.options import FlagSource
+from tests.wrapped import WrappedDatabase
 
 WAIT = 10.0  # seconds: the most any condition is waited for before failing
 POLL = 0.01  # seconds between checks of a condition
@@ -364,42 +364,6 @@ def test_a_named_queue_runs_one_job_at_a_time_across_two_workers(
     assert job_ids(db_dsn) == []
 
 
-class SlowCompletions:
-    """Hands every statement to a real database, completions after a delay.
-
-    Stands for a slow network on the completion write only, which widens the
-    window between a job's end and the write that unlocks its queue.
-    """
-
-    def __init__(self, inner: Database, delay: float) -> None:
-        self.inner = inner
-        self.delay = delay
-        self.complete_claimed = queries("graphile_worker").complete_claimed
-
-    def execute(self, query: str, params: Params = None) -> None:
-        if query == self.complete_claimed:
-            sleep(self.delay)
-
-        self.inner.execute(query, params)
-
-    def fetch(self, query: str, params: Params = None) -> list[Row]:
-        return self.inner.fetch(query, params)
-
-    def fetch_one(self, query: str, params: Params = None) -> Row | None:
-        return self.inner.fetch_one(query, params)
-
-    def transaction(self) -> AbstractContextManager[Database]:
-        return self.inner.transaction()
-
-    def listen(
-        self, channels: Sequence[str]
-    ) -> AbstractContextManager[Listener]:
-        return self.inner.listen(channels)
-
-    def close(self) -> None:
-        self.inner.close()
-
-
 def test_concurrency_one_keeps_run_at_order_through_a_queue(
     db_dsn: str,
 ) -> None:
@@ -417,7 +381,15 @@ def test_concurrency_one_keeps_run_at_order_through_a_queue(
     inner = PsycopgDatabase.from_dsn(db_dsn)
     inner.open()
     try:
-        database = SlowCompletions(inner, 0.2)
+        complete_claimed = queries("graphile_worker").complete_claimed
+
+        def slow_completions(query: str, params: Params) -> None:
+            # A slow network on the completion write only, which widens the
+            # window between a job's end and the write that unlocks its queue.
+            if query == complete_claimed:
+                sleep(0.2)
+
+        database = WrappedDatabase(inner, slow_completions)
         settings = options(db_dsn, hello, concurrency=1)
         with Worker(settings, database=database) as worker:
             worker.run_once()

@@ -46,6 +46,8 @@ RENAMES: dict[str, str] = {
     "AsyncClock": "Clock",
     "SystemAsyncClock": "SystemClock",
     "scheduler_async": "scheduler",
+    "AsyncWrappedDatabase": "WrappedDatabase",
+    "wrapped_async": "wrapped",
     "_housekeeping_async": "_housekeeping",
     "AQueue": "Queue",
     "AWakeup": "Wakeup",
