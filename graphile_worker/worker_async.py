@@ -140,6 +140,7 @@ class AsyncWorker:
         self._done: list[Done] = []
         self._abandoned: set[int] = set()
         self._claimed_at: dict[int, float] = {}
+        self._ahead_paused = False
         self._scopes: dict[int, ACancelScope] = {}
         self._wakeup = AWakeup()
         self._finished = AWakeup()
@@ -425,9 +426,14 @@ class AsyncWorker:
         failures = 0
         refreshed = time.monotonic()
         ahead = self.options.local_queue_size
-        capacity = self.options.concurrency + ahead
         refill = max(1, ahead // 2)
         while not self._stopping.is_set():
+            if ahead:
+                await self._give_back_expired()
+
+            # After giving jobs back for waiting too long, claim ahead again
+            # only once a runner has come free; else they would bounce.
+            capacity = self.options.concurrency + (0 if self._ahead_paused else ahead)
             free = capacity - self._in_flight
             # With a local queue, top it up in batches rather than job by job,
             # unless runners are idle.
@@ -505,6 +511,8 @@ class AsyncWorker:
                 await self._return_unstarted([row])
                 continue
 
+            self._ahead_paused = False
+
             started = time.monotonic()
             scope = ACancelScope()
             self._scopes[row[0]] = scope
@@ -514,6 +522,44 @@ class AsyncWorker:
             del self._scopes[row[0]]
             if scope.cancelled_caught:
                 self._record(row, error=RuntimeError(SHUTDOWN_MESSAGE), started=started)
+
+    async def _give_back_expired(self) -> None:
+        """Return jobs claimed ahead that have waited past the local queue TTL.
+
+        Runners also check as they take a job, but while every runner is busy
+        with long jobs this is what keeps claimed-ahead jobs from staying
+        locked to this worker.
+        """
+        if not self._claimed_at:
+            return
+
+        oldest = next(iter(self._claimed_at.values()))
+        if time.monotonic() - oldest <= self.options.local_queue_ttl:
+            return
+
+        now = time.monotonic()
+        keep: list[Row | None] = []
+        expired: list[Row] = []
+        while True:
+            try:
+                row = self._ready.get_nowait()
+            except queue.Empty:
+                break
+
+            claimed_at = None if row is None else self._claimed_at.get(row[0])
+            if row is not None and claimed_at is not None and (
+                now - claimed_at > self.options.local_queue_ttl
+            ):
+                expired.append(row)
+            else:
+                keep.append(row)
+
+        for row in keep:
+            self._ready.put_nowait(row)
+
+        if expired:
+            self._ahead_paused = True
+            await self._return_unstarted(expired)
 
     def _expired(self, row: Row) -> bool:
         """Whether a job claimed ahead waited longer than the local queue allows."""

@@ -1045,3 +1045,51 @@ async def test_jobs_claimed_ahead_go_back_when_they_wait_too_long(
     assert ran == [0, 1]
     second = locked_at[1]
     assert second is not None and second > released_at
+
+
+@pytest.mark.anyio
+async def test_jobs_claimed_ahead_go_back_while_every_runner_is_busy(
+    db_dsn: str,
+) -> None:
+    release = threading.Event()
+    ran: list[int] = []
+
+    @task("hello")
+    async def hello(payload: Hello, ctx: AsyncWorkerContext) -> None:
+        ran.append(payload.n)
+        while payload.n == 0 and not release.is_set():
+            await asleep(POLL)
+
+    async with AsyncWorkerUtils(dsn=db_dsn) as utils:
+        await utils.add_job(Hello(0), JobSpec(priority=-1))
+        waiting = await utils.add_job(Hello(1))
+
+    settings = options(
+        db_dsn,
+        hello,
+        concurrency=1,
+        local_queue_size=5,
+        local_queue_ttl=0.2,
+        poll_interval=0.1,
+    )
+    worker = AsyncWorker(settings)
+    async with worker, running(worker):
+        assert await wait_for(lambda: ran == [0])
+
+        async def unlocked() -> bool:
+            row = await job_row(db_dsn, waiting.id)
+            return row is not None and row["locked_by"] is None
+
+        # Claimed ahead, then given back while Hello(0) still holds the only
+        # runner: unlocked, its attempt refunded, free for any worker.
+        deadline = time.monotonic() + WAIT
+        while not await unlocked():
+            assert time.monotonic() < deadline
+            await asleep(POLL)
+
+        row = await job_row(db_dsn, waiting.id)
+        assert row is not None and row["attempts"] == 0
+        release.set()
+        assert await wait_for(lambda: 1 in ran)
+
+    assert waiting.id not in await job_ids(db_dsn)

@@ -1021,3 +1021,50 @@ def test_jobs_claimed_ahead_go_back_when_they_wait_too_long(
     assert ran == [0, 1]
     second = locked_at[1]
     assert second is not None and second > released_at
+
+
+def test_jobs_claimed_ahead_go_back_while_every_runner_is_busy(
+    db_dsn: str,
+) -> None:
+    release = threading.Event()
+    ran: list[int] = []
+
+    @task("hello")
+    def hello(payload: Hello, ctx: WorkerContext) -> None:
+        ran.append(payload.n)
+        while payload.n == 0 and not release.is_set():
+            sleep(POLL)
+
+    with WorkerUtils(dsn=db_dsn) as utils:
+        utils.add_job(Hello(0), JobSpec(priority=-1))
+        waiting = utils.add_job(Hello(1))
+
+    settings = options(
+        db_dsn,
+        hello,
+        concurrency=1,
+        local_queue_size=5,
+        local_queue_ttl=0.2,
+        poll_interval=0.1,
+    )
+    worker = Worker(settings)
+    with worker, running(worker):
+        assert wait_for(lambda: ran == [0])
+
+        def unlocked() -> bool:
+            row = job_row(db_dsn, waiting.id)
+            return row is not None and row["locked_by"] is None
+
+        # Claimed ahead, then given back while Hello(0) still holds the only
+        # runner: unlocked, its attempt refunded, free for any worker.
+        deadline = time.monotonic() + WAIT
+        while not unlocked():
+            assert time.monotonic() < deadline
+            sleep(POLL)
+
+        row = job_row(db_dsn, waiting.id)
+        assert row is not None and row["attempts"] == 0
+        release.set()
+        assert wait_for(lambda: 1 in ran)
+
+    assert waiting.id not in job_ids(db_dsn)
