@@ -21,6 +21,7 @@ from graphile_worker.task import TaskHandler
 
 RETRY_MIN = 0.05  # seconds before the first retry of a failed database call
 RETRY_MAX = 1.0  # seconds, the longest wait between database retries
+MAX_ERROR_LENGTH = 10_000  # characters of a failure message kept in last_error
 
 logger = logging.getLogger("graphile_worker.worker")
 
@@ -50,11 +51,27 @@ def backoff(attempt: int) -> float:
     return ceiling * (0.5 + random.random() / 2)
 
 
-def message_of(error: BaseException, *, with_traceback: bool) -> str:
-    if with_traceback:
-        return "".join(traceback.format_exception(error)).rstrip()
+def message_of(error: BaseException, *, with_traceback: bool = False) -> str:
+    """The text recorded for a failure: storable, bounded, never raising.
 
-    return str(error) or type(error).__name__
+    A ``__str__`` that raises falls back to the class name; a NUL or an
+    unpaired surrogate, which PostgreSQL text cannot hold, is escaped; and a
+    huge message is cut to ``MAX_ERROR_LENGTH`` characters.
+    """
+    try:
+        if with_traceback:
+            text = "".join(traceback.format_exception(error)).rstrip()
+        else:
+            text = str(error)
+    except Exception:
+        text = ""
+
+    text = text or type(error).__name__
+    if len(text) > MAX_ERROR_LENGTH:
+        text = text[:MAX_ERROR_LENGTH] + " [truncated]"
+
+    text = text.replace("\x00", "\\x00")
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def report(
@@ -103,7 +120,7 @@ batch: list[Done], failed_rows: list[Row], *, events: Events, worker_id: str
                 identifier,
                 row[0],
                 attempts,
-                error,
+                message_of(error),
                 exc_info=error,
                 extra=extra,
             )
@@ -115,7 +132,7 @@ batch: list[Done], failed_rows: list[Row], *, events: Events, worker_id: str
                 attempts,
                 max_attempts,
                 run_at,
-                error,
+                message_of(error),
                 extra=extra,
             )
             logger.debug("Traceback of job %d", row[0], exc_info=error)
@@ -137,7 +154,7 @@ events: Events, worker_id: str, name: str, done: Done, error: BaseException | No
 
 
 def batch_error(failed: int, total: int, errors: list[BaseException]) -> Exception:
-    shown = "; ".join(str(error) or type(error).__name__ for error in errors[:3])
+    shown = "; ".join(message_of(error) for error in errors[:3])
     more = f" (and {len(errors) - 3} more)" if len(errors) > 3 else ""
     return RuntimeError(f"{failed} of {total} batch items failed: {shown}{more}")
 

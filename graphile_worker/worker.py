@@ -70,7 +70,7 @@ from graphile_worker.task import TaskHandler, batch_failures
 from graphile_worker.utils import WorkerUtils
 
 ABORT_WAIT = 5.0  # seconds aborted jobs get to stop before being released
-TASK_REFRESH = 60.0  # seconds between re-registering our task identifiers
+TASK_REFRESH = 10.0  # seconds between re-registering our task identifiers
 BREAKING_MIGRATION_EXIT = 57  # Node's exit code for a breaking schema change
 SHUTDOWN_MESSAGE = "Job aborted by worker shutdown"
 
@@ -591,6 +591,13 @@ class Worker:
                         error = batch_error(len(failed), len(payload), errors)
 
         except Exception as exc:
+            error = exc
+        except BaseException as exc:
+            # SystemExit, KeyboardInterrupt or a stray CancelledError from a
+            # handler fail its job; only a cancellation of this runner (a
+            # forced stop) goes on up.
+            pass
+
             error = exc
 
         if ctx is not None and self.options.after_run_hooks:

@@ -1093,3 +1093,56 @@ async def test_jobs_claimed_ahead_go_back_while_every_runner_is_busy(
         assert await wait_for(lambda: 1 in ran)
 
     assert waiting.id not in await job_ids(db_dsn)
+
+
+# -- failures that are hard to record ------------------------------------------
+
+
+class Unprintable(Exception):
+    """An exception whose message cannot even be formed."""
+
+    def __str__(self) -> str:
+        raise RuntimeError("no message")
+
+
+@pytest.mark.anyio
+async def test_awkward_failures_are_recorded_and_the_worker_carries_on(
+    db_dsn: str,
+) -> None:
+    ran: list[int] = []
+    problems: dict[int, BaseException] = {
+        1: ValueError("bad\x00byte"),
+        2: ValueError("bad \ud800 name"),
+        3: Unprintable(),
+        4: SystemExit(3),
+        5: KeyboardInterrupt(),
+        6: ValueError("x" * 50_000),
+    }
+
+    @task("hello")
+    async def hello(payload: Hello, ctx: AsyncWorkerContext) -> None:
+        if payload.n in problems:
+            raise problems[payload.n]
+
+        ran.append(payload.n)
+
+    async with AsyncWorkerUtils(dsn=db_dsn) as utils:
+        jobs = {n: await utils.add_job(Hello(n)) for n in range(1, 11)}
+
+    await run_once(options(db_dsn, hello, concurrency=2))
+
+    # The others ran; each awkward one failed once, with a storable message.
+    assert sorted(ran) == list(range(7, 11))
+    errors = {}
+    for n in problems:
+        row = await job_row(db_dsn, jobs[n].id)
+        assert row is not None
+        assert (row["attempts"], row["locked_by"]) == (1, None)
+        errors[n] = row["last_error"]
+
+    assert errors[1] == "bad\\x00byte"
+    assert errors[2] == "bad \\ud800 name"
+    assert errors[3] == "Unprintable"
+    assert errors[4] == "3"
+    assert errors[5] == "KeyboardInterrupt"
+    assert errors[6] == "x" * 10_000 + " [truncated]"

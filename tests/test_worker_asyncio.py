@@ -148,3 +148,36 @@ async def test_run_returns_when_a_shielded_handler_ignores_the_abort(
 
     assert released_in_time
     assert returned_in_time
+
+
+@pytest.mark.anyio
+async def test_a_handler_raising_cancelled_error_fails_only_its_job(
+    db_dsn: str,
+) -> None:
+    import asyncio
+
+    ran: list[str] = []
+
+    @task("cancels")
+    async def cancels(payload: Any, ctx: AsyncWorkerContext) -> None:
+        raise asyncio.CancelledError
+
+    @task("fine")
+    async def fine(payload: Any, ctx: AsyncWorkerContext) -> None:
+        ran.append("fine")
+
+    async with AsyncWorkerUtils(dsn=db_dsn) as utils:
+        for _ in range(3):
+            await utils.add_raw_job("cancels", {})
+        for _ in range(5):
+            await utils.add_raw_job("fine", {})
+
+    settings = WorkerOptions(
+        dsn=db_dsn, tasks=[cancels, fine], concurrency=2, handle_signals=False
+    )
+    with anyio.fail_after(WAIT):
+        async with AsyncWorker(settings) as worker:
+            await worker.run_once()
+
+    assert ran == ["fine"] * 5
+    assert sorted(locked_by(db_dsn)) == [(1, "CancelledError", None)] * 3
