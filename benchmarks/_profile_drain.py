@@ -97,6 +97,10 @@ class GcTimer:
             self.seconds[generation] += time.perf_counter() - self._started
 
 
+def _local_queue(text: str) -> int | str:
+    return text if text == "auto" else int(text)
+
+
 def main() -> None:
     args = _common.parse_args(
         "Profile one drain of N no-op jobs.",
@@ -105,7 +109,7 @@ def main() -> None:
         extra=[
             (["--concurrency"], {"type": int, "default": 10}),
             (["--complete-delay"], {"type": float, "default": 0.0}),
-            (["--local-queue"], {"type": int, "default": 0}),
+            (["--local-queue"], {"type": _local_queue, "default": "auto"}),
             (["--threaded"], {"action": "store_true"}),
             (["--cprofile"], {"action": "store_true"}),
             (["--wait-for-spy"], {"action": "store_true"}),

@@ -50,6 +50,7 @@ from typing import Final
 import msgspec
 import psycopg
 
+from graphile_worker._ahead import LocalQueueSize
 from graphile_worker._connect import resolve_dsn
 from graphile_worker._migrations import LATEST_MIGRATION
 from graphile_worker._sql import DEFAULT_SCHEMA
@@ -150,6 +151,24 @@ def concurrency(text: str) -> int:
     if value > MAX_CONCURRENCY:
         raise argparse.ArgumentTypeError(
             f"must be at most {MAX_CONCURRENCY}, not {value}"
+        )
+
+    return value
+
+
+def _local_queue_size(text: str) -> LocalQueueSize:
+    if text == "auto":
+        return "auto"
+
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+
+    if not 0 <= value <= MAX_CONCURRENCY:
+        raise argparse.ArgumentTypeError(
+            f"expected 'auto' or a whole number from 0 to {MAX_CONCURRENCY}, "
+            f"not {text!r}"
         )
 
     return value
@@ -263,11 +282,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--local-queue-size",
-        metavar="N",
-        type=int,
-        default=0,
+        metavar="N|auto",
+        type=_local_queue_size,
+        default="auto",
         help="jobs to claim ahead of free slots, so one claim serves many short "
-        "jobs (default: 0, off)",
+        "jobs: a number (0: off) or 'auto', about 20 ms of work by recent run "
+        "times (default: %(default)s)",
     )
     parser.add_argument(
         "--no-prepared-statements",

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Self, TypeVar, final
 
+from graphile_worker._ahead import LocalQueueSize
 from graphile_worker._sql import DEFAULT_SCHEMA
 from graphile_worker.context_async import ScheduleInterceptor
 from graphile_worker.cron import CronItem, parse_crontab
@@ -53,10 +54,14 @@ class WorkerOptions:
     :param complete_delay: seconds to hold a finished job's write so more can
         join it; 0 writes at once, batching only what piles up meanwhile.
     :param local_queue_size: jobs to claim ahead of free runners, so claiming
-        overlaps running (0: claim only for free runners). Claimed jobs are
-        locked to this worker; they go back to the queue on a stop, or when
-        they wait longer than ``local_queue_ttl``.
-    :param local_queue_ttl: seconds a job claimed ahead may wait for a runner.
+        overlaps running: a fixed number (0: claim only for free runners, as
+        graphile-worker does by default) or ``"auto"``, which keeps about 20 ms
+        of work claimed ahead (at most 500 jobs), judged by recent run times:
+        short jobs are claimed in batches, long ones only for free runners.
+        Claimed jobs are locked to this worker; they go back to the queue on a
+        stop, or when they wait longer than ``local_queue_ttl``.
+    :param local_queue_ttl: seconds a job claimed ahead may wait for a runner
+        (with ``"auto"``, at most one second).
     :param error_traceback: store the traceback in ``last_error``, not just the
         message.
     :param handle_signals: on the main thread, stop gracefully on SIGINT/SIGTERM
@@ -82,7 +87,7 @@ class WorkerOptions:
         use_local_time: bool = False,
         migrate: bool = True,
         complete_delay: float = 0.0,
-        local_queue_size: int = 0,
+        local_queue_size: LocalQueueSize = "auto",
         local_queue_ttl: float = LOCAL_QUEUE_TTL,
         error_traceback: bool = False,
         handle_signals: bool = True,
@@ -105,10 +110,14 @@ class WorkerOptions:
             if not value >= 0:
                 raise ConfigurationError(f"{name} must be 0 or more, not {value}")
 
-        if not 0 <= local_queue_size <= MAX_CONCURRENCY:
+        if local_queue_size != "auto" and (
+            isinstance(local_queue_size, bool)
+            or not isinstance(local_queue_size, int)
+            or not 0 <= local_queue_size <= MAX_CONCURRENCY
+        ):
             raise ConfigurationError(
-                f"local_queue_size must be 0 to {MAX_CONCURRENCY}, "
-                f"not {local_queue_size}"
+                f"local_queue_size must be 'auto' or 0 to {MAX_CONCURRENCY}, "
+                f"not {local_queue_size!r}"
             )
 
         if not local_queue_ttl > 0:

@@ -41,6 +41,7 @@ from graphile_worker._acompat import (
     event_wait,
     run_blocking,
 )
+from graphile_worker._ahead import ClaimAhead
 from graphile_worker._connect import resolve_dsn
 from graphile_worker._housekeeping import Housekeeper
 from graphile_worker._outcome import (
@@ -137,6 +138,11 @@ class Worker:
         self._ready: Queue[Row | None] = Queue()
         self._done: list[Done] = []
         self._abandoned: set[int] = set()
+        self._ahead = ClaimAhead(
+            options.local_queue_size,
+            concurrency=options.concurrency,
+            ttl=options.local_queue_ttl,
+        )
         self._claimed_at: dict[int, float] = {}
         self._ahead_paused = False
         self._scopes: dict[int, CancelScope] = {}
@@ -393,11 +399,11 @@ class Worker:
     def _fetch(self, *, once: bool) -> None:
         failures = 0
         refreshed = time.monotonic()
-        ahead = self.options.local_queue_size
-        refill = max(1, ahead // 2)
         while not self._stopping.is_set():
-            if ahead:
+            if self._ahead.enabled:
                 self._give_back_expired()
+
+            ahead = self._ahead.size()
 
             # After giving jobs back for waiting too long, claim ahead again
             # only once a runner has come free; else they would bounce.
@@ -405,7 +411,7 @@ class Worker:
             free = capacity - self._in_flight
             # With a local queue, top it up in batches rather than job by job,
             # unless runners are idle.
-            if free <= 0 or (free < refill and self._ready.qsize() > 0):
+            if free <= 0 or (free < max(1, ahead // 2) and self._ready.qsize() > 0):
                 self._wakeup.wait(self.options.poll_interval)
                 continue
 
@@ -434,7 +440,7 @@ class Worker:
                 with self._count_lock:
                     self._in_flight += len(rows)
 
-                if ahead:
+                if self._ahead.enabled:
                     claimed_at = time.monotonic()
                     self._claimed_at.update((row[0], claimed_at) for row in rows)
 
@@ -502,7 +508,7 @@ class Worker:
             return
 
         oldest = next(iter(self._claimed_at.values()))
-        if time.monotonic() - oldest <= self.options.local_queue_ttl:
+        if time.monotonic() - oldest <= self._ahead.ttl:
             return
 
         now = time.monotonic()
@@ -516,7 +522,7 @@ class Worker:
 
             claimed_at = None if row is None else self._claimed_at.get(row[0])
             if row is not None and claimed_at is not None and (
-                now - claimed_at > self.options.local_queue_ttl
+                now - claimed_at > self._ahead.ttl
             ):
                 expired.append(row)
             else:
@@ -537,7 +543,7 @@ class Worker:
         claimed_at = self._claimed_at.pop(row[0], None)
         return (
             claimed_at is not None
-            and time.monotonic() - claimed_at > self.options.local_queue_ttl
+            and time.monotonic() - claimed_at > self._ahead.ttl
         )
 
     def _context(self, row: Row, handler: TaskHandler, payload: Any) -> Any:
@@ -625,6 +631,7 @@ class Worker:
         replacement: bytes | None = None,
     ) -> None:
         handler = self._handlers_by_id[row[3]]
+        self._ahead.observe(time.monotonic() - started)
         with self._count_lock:
             # A job in a named queue holds its slot until its outcome is written:
             # only then is the queue unlocked, and claiming earlier could take a

@@ -394,7 +394,9 @@ async def test_concurrency_one_keeps_run_at_order_through_a_queue(
                 await asleep(0.2)
 
         database = AsyncWrappedDatabase(inner, slow_completions)
-        settings = options(db_dsn, hello, concurrency=1)
+        # Without a local queue, as Node runs by default: claiming ahead would
+        # take C while the write that unlocks q is still in flight.
+        settings = options(db_dsn, hello, concurrency=1, local_queue_size=0)
         async with AsyncWorker(settings, database=database) as worker:
             await worker.run_once()
     finally:
@@ -976,6 +978,69 @@ async def test_a_local_queue_runs_every_job_once_in_order(db_dsn: str) -> None:
 
     assert ran == list(range(50))
     assert await job_ids(db_dsn) == []
+
+
+async def claim_limits(dsn: str, settings: WorkerOptions) -> list[int]:
+    """Run ``settings`` once and return the ``limit`` of every claim it made."""
+    limits: list[int] = []
+    claim_jobs = queries("graphile_worker").claim_jobs
+
+    async def record(query: str, params: Params) -> None:
+        if query == claim_jobs and isinstance(params, Mapping):
+            limits.append(params["limit"])
+
+    inner = AsyncPsycopgDatabase.from_dsn(dsn)
+    await inner.open()
+    try:
+        database = AsyncWrappedDatabase(inner, record)
+        async with AsyncWorker(settings, database=database) as worker:
+            await worker.run_once()
+    finally:
+        await inner.close()
+
+    return limits
+
+
+@pytest.mark.anyio
+async def test_auto_claims_short_jobs_in_batches(db_dsn: str) -> None:
+    ran: list[int] = []
+
+    @task("hello")
+    async def hello(payload: Hello, ctx: AsyncWorkerContext) -> None:
+        ran.append(payload.n)
+
+    async with AsyncWorkerUtils(dsn=db_dsn) as utils:
+        await utils.add_jobs([Hello(n) for n in range(300)])
+
+    limits = await claim_limits(db_dsn, options(db_dsn, hello, concurrency=2))
+
+    assert sorted(ran) == list(range(300))
+    assert await job_ids(db_dsn) == []
+    # Claiming only for free runners takes 150 claims of 2; once the first
+    # jobs show how short they are, the claims reach far beyond the runners.
+    assert limits[0] == 2
+    assert max(limits) > 100
+    assert len(limits) < 20
+
+
+@pytest.mark.anyio
+async def test_auto_claims_long_jobs_only_for_free_runners(db_dsn: str) -> None:
+    ran: list[int] = []
+
+    @task("hello")
+    async def hello(payload: Hello, ctx: AsyncWorkerContext) -> None:
+        await asleep(0.1)
+        ran.append(payload.n)
+
+    async with AsyncWorkerUtils(dsn=db_dsn) as utils:
+        await utils.add_jobs([Hello(n) for n in range(8)])
+
+    limits = await claim_limits(db_dsn, options(db_dsn, hello, concurrency=2))
+
+    # 100 ms jobs on 2 runners: 20 ms of work is under one job, so no claim
+    # asks for more than the free runners.
+    assert sorted(ran) == list(range(8))
+    assert limits and max(limits) <= 2
 
 
 @pytest.mark.anyio

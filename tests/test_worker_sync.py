@@ -390,7 +390,9 @@ def test_concurrency_one_keeps_run_at_order_through_a_queue(
                 sleep(0.2)
 
         database = WrappedDatabase(inner, slow_completions)
-        settings = options(db_dsn, hello, concurrency=1)
+        # Without a local queue, as Node runs by default: claiming ahead would
+        # take C while the write that unlocks q is still in flight.
+        settings = options(db_dsn, hello, concurrency=1, local_queue_size=0)
         with Worker(settings, database=database) as worker:
             worker.run_once()
     finally:
@@ -954,6 +956,67 @@ def test_a_local_queue_runs_every_job_once_in_order(db_dsn: str) -> None:
 
     assert ran == list(range(50))
     assert job_ids(db_dsn) == []
+
+
+def claim_limits(dsn: str, settings: WorkerOptions) -> list[int]:
+    """Run ``settings`` once and return the ``limit`` of every claim it made."""
+    limits: list[int] = []
+    claim_jobs = queries("graphile_worker").claim_jobs
+
+    def record(query: str, params: Params) -> None:
+        if query == claim_jobs and isinstance(params, Mapping):
+            limits.append(params["limit"])
+
+    inner = PsycopgDatabase.from_dsn(dsn)
+    inner.open()
+    try:
+        database = WrappedDatabase(inner, record)
+        with Worker(settings, database=database) as worker:
+            worker.run_once()
+    finally:
+        inner.close()
+
+    return limits
+
+
+def test_auto_claims_short_jobs_in_batches(db_dsn: str) -> None:
+    ran: list[int] = []
+
+    @task("hello")
+    def hello(payload: Hello, ctx: WorkerContext) -> None:
+        ran.append(payload.n)
+
+    with WorkerUtils(dsn=db_dsn) as utils:
+        utils.add_jobs([Hello(n) for n in range(300)])
+
+    limits = claim_limits(db_dsn, options(db_dsn, hello, concurrency=2))
+
+    assert sorted(ran) == list(range(300))
+    assert job_ids(db_dsn) == []
+    # Claiming only for free runners takes 150 claims of 2; once the first
+    # jobs show how short they are, the claims reach far beyond the runners.
+    assert limits[0] == 2
+    assert max(limits) > 100
+    assert len(limits) < 20
+
+
+def test_auto_claims_long_jobs_only_for_free_runners(db_dsn: str) -> None:
+    ran: list[int] = []
+
+    @task("hello")
+    def hello(payload: Hello, ctx: WorkerContext) -> None:
+        sleep(0.1)
+        ran.append(payload.n)
+
+    with WorkerUtils(dsn=db_dsn) as utils:
+        utils.add_jobs([Hello(n) for n in range(8)])
+
+    limits = claim_limits(db_dsn, options(db_dsn, hello, concurrency=2))
+
+    # 100 ms jobs on 2 runners: 20 ms of work is under one job, so no claim
+    # asks for more than the free runners.
+    assert sorted(ran) == list(range(8))
+    assert limits and max(limits) <= 2
 
 
 def test_a_stop_returns_jobs_claimed_ahead_with_their_attempt(
