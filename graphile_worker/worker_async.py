@@ -147,6 +147,7 @@ class AsyncWorker:
         )
         self._claimed_at: dict[int, float] = {}
         self._ahead_paused = False
+        self._claim_at = 0  # jobs in flight at or below which claiming pays
         self._scopes: dict[int, ACancelScope] = {}
         self._wakeup = AWakeup()
         self._finished = AWakeup()
@@ -440,10 +441,12 @@ class AsyncWorker:
             # After giving jobs back for waiting too long, claim ahead again
             # only once a runner has come free; else they would bounce.
             capacity = self.options.concurrency + (0 if self._ahead_paused else ahead)
+            refill = max(1, ahead // 2)
+            self._claim_at = capacity - refill
             free = capacity - self._in_flight
             # With a local queue, top it up in batches rather than job by job,
             # unless runners are idle.
-            if free <= 0 or (free < max(1, ahead // 2) and self._ready.qsize() > 0):
+            if free <= 0 or (free < refill and self._ready.qsize() > 0):
                 await self._wakeup.wait(self.options.poll_interval)
                 continue
 
@@ -528,6 +531,17 @@ class AsyncWorker:
             del self._scopes[row[0]]
             if scope.cancelled_caught:
                 self._record(row, error=RuntimeError(SHUTDOWN_MESSAGE), started=started)
+
+            if True:  # ASYNC
+                # A runner finds the next job ready without suspending, so it
+                # could run the whole local queue before the fetcher sees that
+                # claiming pays; let the fetcher send its claim first.
+                if self._wakeup.is_set():
+                    import asyncio
+
+                    await asyncio.sleep(0)
+            else:
+                pass
 
     async def _give_back_expired(self) -> None:
         """Return jobs claimed ahead that have waited past the local queue TTL.
@@ -696,10 +710,14 @@ class AsyncWorker:
                 return
 
             self._done.append(Done(row, handler, error, replacement, started))
+            # Wake the fetcher only when it would claim: enough slots are free
+            # or the runners have nothing left to take.
+            claim = self._in_flight <= self._claim_at
 
         self._completions.set()
         self._finished.set()
-        self._wakeup.set()
+        if claim or not self._ready.qsize():
+            self._wakeup.set()
 
     async def _return_unstarted(self, rows: list[Row]) -> None:
         ids = [row[0] for row in rows]
