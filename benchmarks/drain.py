@@ -15,9 +15,11 @@ Variants:
   ``failJobBatchDelay: 0`` — at ``concurrentJobs`` 50/100/200 (the local queue
   is larger than the concurrency, as its docs advise), ``maxPoolSize`` left at
   10 since batching keeps few connections busy;
-- ``async default`` / ``async sweep``: AsyncWorker.run_once with defaults, then
-  ``concurrency`` x ``complete_delay``, and ``local_queue_size`` 500 (jobs
-  claimed ahead of free runners, like Node's localQueue) at low concurrency;
+- ``async default`` / ``async sweep``: AsyncWorker.run_once with defaults
+  (concurrency 10, the ``auto`` local queue), then no local queue (claiming
+  only for free runners, as Node's default does) at ``concurrency`` x
+  ``complete_delay``, the auto local queue at higher concurrency, and fixed
+  ``local_queue_size`` 500 and 1000 (like Node's localQueue);
 - ``threaded default`` / ``threaded sweep``: the same for the threaded Worker;
 - ``2 processes``: two processes (``--processes``), each an AsyncWorker with
   the best async configuration, started together behind a barrier;
@@ -25,7 +27,7 @@ Variants:
   statements with no worker around them: one connection claims K at a time and
   decodes each payload with msgspec, another deletes the finished ids in group
   commits (whatever finished while the previous delete ran). K = 10 is the
-  batch our default concurrency claims; the best K is the "sql limit" the
+  batch concurrency 10 claims without a local queue; the best K is the "sql limit" the
   ratios use. It is the limit of one claiming connection: several worker
   processes claim in parallel and can beat it.
 
@@ -46,7 +48,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from multiprocessing.synchronize import Barrier
-from typing import Any
+from typing import Any, Literal
 
 import _common
 import msgspec
@@ -136,12 +138,12 @@ class Config:
 
     concurrency: int
     complete_delay: float = 0.0
-    local_queue: int = 0
+    local_queue: int | Literal["auto"] = "auto"
 
     def __str__(self) -> str:
-        ahead = f", local queue {self.local_queue}" if self.local_queue else ""
+        ahead = f"local queue {self.local_queue or 'off'}"
         delay = f"{self.complete_delay * 1000:g}ms"
-        return f"concurrency {self.concurrency}{ahead}, delay {delay}"
+        return f"concurrency {self.concurrency}, {ahead}, delay {delay}"
 
     def options(self, dsn: str, handler: object) -> WorkerOptions:
         return WorkerOptions(
@@ -400,7 +402,7 @@ def best(variants: list[Variant]) -> Variant:
 
 
 def local_queued(variants: list[Variant]) -> list[Variant]:
-    return [v for v in variants if v.ours is not None and v.ours.local_queue]
+    return [v for v in variants if v.ours is not None and v.ours.local_queue != 0]
 
 
 def main() -> None:
@@ -435,15 +437,19 @@ def main() -> None:
         )
 
         if args.quick:
-            async_grid = [Config(500), Config(500, 0.001), Config(10, 0.0, 500)]
-            threaded_grid = [Config(100), Config(10, 0.0, 500)]
+            async_grid = [Config(500, 0.0, 0), Config(10, 0.0, 500), Config(50)]
+            threaded_grid = [Config(100, 0.0, 0), Config(10, 0.0, 500)]
             node_grid = [100]
             sql_grid = [10, 500]
         else:
+            # Without a local queue (graphile-worker's default) the delay
+            # decides how much each completion write carries.
             delays = (0.0, 0.001)
-            async_grid = [Config(c, d) for c in (50, 100, 200, 500) for d in delays]
-            async_grid += [Config(c, 0.0, 500) for c in (10, 50, 100)]
-            threaded_grid = [Config(c, d) for c in (50, 100, 200) for d in delays]
+            async_grid = [Config(c, d, 0) for c in (100, 500) for d in delays]
+            async_grid += [Config(c) for c in (50, 100)]
+            async_grid += [Config(c, 0.0, q) for c in (10, 50) for q in (500, 1000)]
+            threaded_grid = [Config(c, d, 0) for c in (100, 200) for d in delays]
+            threaded_grid += [Config(c) for c in (50, 100)]
             threaded_grid += [Config(c, 0.0, 500) for c in (10, 100)]
             node_grid = [50, 100, 200]
             sql_grid = [10, 100, 500]

@@ -80,8 +80,15 @@ batch: list[Done], failed_rows: list[Row], *, events: Events, worker_id: str
     """Log and emit each outcome, now that it is safely written."""
     attempts_by_id = {row[0]: (row[1], row[2], row[3]) for row in failed_rows}
     debug = logger.isEnabledFor(logging.DEBUG)
+    # Successes cost nothing here unless someone logs or listens for them.
+    quiet = not (
+        debug or events.wants("job:success") or events.wants("job:complete")
+    )
     for done in batch:
         row, error = done.row, done.error
+        if error is None and quiet:
+            continue
+
         identifier = done.handler.identifier
         elapsed_ms = (time.monotonic() - done.started) * 1000
         if error is None:

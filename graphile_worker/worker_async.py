@@ -38,6 +38,7 @@ from graphile_worker._acompat import (
     AWakeup,
     aevent_wait,
     arun_blocking,
+    asleep,
     run_blocking,
 )
 from graphile_worker._ahead import ClaimAhead
@@ -148,6 +149,7 @@ class AsyncWorker:
         self._claimed_at: dict[int, float] = {}
         self._ahead_paused = False
         self._claim_at = 0  # jobs in flight at or below which claiming pays
+        self._fetcher_waiting = False
         self._scopes: dict[int, ACancelScope] = {}
         self._wakeup = AWakeup()
         self._finished = AWakeup()
@@ -447,7 +449,7 @@ class AsyncWorker:
             # With a local queue, top it up in batches rather than job by job,
             # unless runners are idle.
             if free <= 0 or (free < refill and self._ready.qsize() > 0):
-                await self._wakeup.wait(self.options.poll_interval)
+                await self._wait_for_work()
                 continue
 
             writes = self._writes
@@ -490,7 +492,7 @@ class AsyncWorker:
                 if not rows and self._idle() and writes == self._writes:
                     return
 
-                await self._wakeup.wait(self.options.poll_interval)
+                await self._wait_for_work()
                 continue
 
             if time.monotonic() - refreshed > TASK_REFRESH:
@@ -503,7 +505,14 @@ class AsyncWorker:
             if not rows:
                 self._events.emit("worker:getJob:empty", {"worker_id": self.worker_id})
 
+            await self._wait_for_work()
+
+    async def _wait_for_work(self) -> None:
+        self._fetcher_waiting = True
+        try:
             await self._wakeup.wait(self.options.poll_interval)
+        finally:
+            self._fetcher_waiting = False
 
     def _idle(self) -> bool:
         return self._in_flight == 0 and not self._done and not self._writing
@@ -532,16 +541,16 @@ class AsyncWorker:
             if scope.cancelled_caught:
                 self._record(row, error=RuntimeError(SHUTDOWN_MESSAGE), started=started)
 
-            if True:  # ASYNC
-                # A runner finds the next job ready without suspending, so it
-                # could run the whole local queue before the fetcher sees that
-                # claiming pays; let the fetcher send its claim first.
-                if self._wakeup.is_set():
-                    import asyncio
-
-                    await asyncio.sleep(0)
-            else:
-                pass
+            # With jobs claimed ahead, a runner finds the next one ready without
+            # suspending (or keeps the GIL), so it could run the whole local
+            # queue before the fetcher sees that claiming pays; let the fetcher
+            # send its claim first.
+            if (
+                self._fetcher_waiting
+                and self._wakeup.is_set()
+                and self._ready.qsize() > self.options.concurrency
+            ):
+                await asleep(0)
 
     async def _give_back_expired(self) -> None:
         """Return jobs claimed ahead that have waited past the local queue TTL.
@@ -699,23 +708,25 @@ class AsyncWorker:
     ) -> None:
         handler = self._handlers_by_id[row[3]]
         self._ahead.observe(time.monotonic() - started)
+        claim = False
         with self._count_lock:
             # A job in a named queue holds its slot until its outcome is written:
             # only then is the queue unlocked, and claiming earlier could take a
             # later job ahead of the queue's next one.
             if row[1] is None or row[0] in self._abandoned:
                 self._in_flight -= 1
+                # Enough slots just came free for a claim to pay.
+                claim = self._in_flight == self._claim_at
 
             if row[0] in self._abandoned:
                 return
 
             self._done.append(Done(row, handler, error, replacement, started))
-            # Wake the fetcher only when it would claim: enough slots are free
-            # or the runners have nothing left to take.
-            claim = self._in_flight <= self._claim_at
 
         self._completions.set()
         self._finished.set()
+        # Wake the fetcher only when it would claim: enough slots came free or
+        # the runners have nothing left to take.
         if claim or not self._ready.qsize():
             self._wakeup.set()
 

@@ -211,13 +211,14 @@ locked_queues as (
   where queues.id = chosen.job_queue_id
 ),
 job as (
+  -- By primary key lookups: a join on chosen would let the planner hash the
+  -- whole jobs table on every claim.
   update {{schema}}._private_jobs as jobs
   set
     attempts = jobs.attempts + 1,
     locked_by = %(pool_id)s::text,
     locked_at = now()
-  from chosen
-  where jobs.id = chosen.id
+  where jobs.id = any(array(select chosen.id from chosen))
   returning jobs.*
 )
 select {{job_columns_no_task}}
