@@ -219,17 +219,32 @@ def add_jobs_document(
 ) -> tuple[bytes, int]:
     """Encode jobs as the one JSON array the ``add_jobs`` query takes.
 
+    PostgreSQL cannot add two jobs with one job key in one statement (an
+    ``ON CONFLICT DO UPDATE`` may not touch a row twice), and graphile-worker's
+    ``addJobs`` fails on them with that error; here they are refused first.
+
     :returns: the document and how many jobs it holds.
-    :raises InvalidJobError: a job is invalid; the message gives its index.
+    :raises InvalidJobError: a job is invalid, or has the job key of an
+        earlier one; the message gives its index.
     """
     now = datetime.now(UTC) if use_local_time else None
     rows: list[_SpecRow] = []
+    keyed: dict[str, int] = {}
     for index, job in enumerate(jobs):
         try:
             spec = check_spec(job.spec, batch=True)
             check_identifier(job.identifier)
         except InvalidJobError as exc:
             raise InvalidJobError(f"job {index}: {exc}") from exc
+
+        if spec.job_key is not None:
+            first = keyed.setdefault(spec.job_key, index)
+            if first != index:
+                raise InvalidJobError(
+                    f"job {index}: job_key {spec.job_key!r} is also that of job "
+                    f"{first}; one call cannot add two jobs with one job key, so "
+                    "merge them or add them in separate calls"
+                )
 
         rows.append(
             _SpecRow(

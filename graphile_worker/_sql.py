@@ -9,7 +9,10 @@ from typing import final
 
 import msgspec
 
+from graphile_worker.errors import ConfigurationError
+
 DEFAULT_SCHEMA = "graphile_worker"
+MAX_SCHEMA_BYTES = 63  # bytes: NAMEDATALEN - 1, the longest PostgreSQL identifier
 SCHEMA_PLACEHOLDER = "{{schema}}"
 
 # The columns every job-returning query selects, in the order models.Job expects;
@@ -34,9 +37,50 @@ def quote_ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
+def check_schema(schema: object) -> str:
+    """Return ``schema`` if PostgreSQL would keep it, unchanged, as a schema name.
+
+    Every schema name reaches SQL through :func:`queries` or :func:`substitute`,
+    which both check it here. The length is counted in UTF-8, the usual server
+    encoding.
+
+    :raises ConfigurationError: not a string; empty, which PostgreSQL refuses;
+        holding a NUL character, which it cannot store; or longer than 63
+        bytes, which it would silently truncate (so two long names sharing
+        their first 63 bytes would be one schema).
+    """
+    if not isinstance(schema, str):
+        raise ConfigurationError(
+            f"schema must be a string, not {type(schema).__name__}"
+        )
+
+    if not schema:
+        raise ConfigurationError("schema name must not be empty")
+
+    if "\x00" in schema:
+        raise ConfigurationError(
+            f"schema name {schema[:40]!r} contains a NUL character, which "
+            "PostgreSQL cannot store"
+        )
+
+    size = len(schema.encode())
+    if size > MAX_SCHEMA_BYTES:
+        shown = schema if len(schema) <= 40 else schema[:40] + "..."
+        raise ConfigurationError(
+            f"schema name {shown!r} is {size} bytes long in UTF-8; "
+            f"PostgreSQL keeps only the first {MAX_SCHEMA_BYTES} bytes of an "
+            "identifier, so use a shorter name"
+        )
+
+    return schema
+
+
 def substitute(text: str, schema: str) -> str:
-    """Put the quoted ``schema`` where the SQL text says ``{{schema}}``."""
-    return text.replace(SCHEMA_PLACEHOLDER, quote_ident(schema))
+    """Put the quoted ``schema`` where the SQL text says ``{{schema}}``.
+
+    :raises ConfigurationError: a schema name PostgreSQL would refuse or change.
+    """
+    return text.replace(SCHEMA_PLACEHOLDER, quote_ident(check_schema(schema)))
 
 
 @final
@@ -105,7 +149,11 @@ def _templates() -> dict[str, str]:
 
 @cache
 def queries(schema: str = DEFAULT_SCHEMA) -> Queries:
-    """Return the runtime queries for ``schema``, built once per schema name."""
+    """Return the runtime queries for ``schema``, built once per schema name.
+
+    :raises ConfigurationError: a schema name PostgreSQL would refuse or change.
+    """
+    check_schema(schema)
     return Queries(
         **{name: substitute(body, schema) for name, body in _templates().items()}
     )

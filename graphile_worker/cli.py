@@ -20,7 +20,8 @@ Exit codes, as graphile-worker's where it has one:
 ====  =========================================================================
 0     done, or stopped gracefully by SIGINT or SIGTERM
 1     the database cannot be reached, refused a query or cannot be migrated
-2     a usage error, or tasks that cannot be loaded
+2     a usage error, a crontab line that does not parse (for ``crontab check``
+      also an item that can never fire), or tasks that cannot be loaded
 57    the schema holds a breaking migration this release does not know, found
       at start or applied by another process while running
 130   interrupted before the worker was running
@@ -53,8 +54,8 @@ import psycopg
 from graphile_worker._ahead import LocalQueueSize
 from graphile_worker._connect import resolve_dsn
 from graphile_worker._migrations import LATEST_MIGRATION
-from graphile_worker._sql import DEFAULT_SCHEMA
-from graphile_worker.cron import CronItem, parse_crontab
+from graphile_worker._sql import DEFAULT_SCHEMA, check_schema
+from graphile_worker.cron import CronItem, numbered_crontab
 from graphile_worker.errors import (
     ConfigurationError,
     CrontabError,
@@ -156,6 +157,18 @@ def concurrency(text: str) -> int:
     return value
 
 
+def schema_name(text: str) -> str:
+    """Parse a schema name, for argparse.
+
+    :raises argparse.ArgumentTypeError: a name PostgreSQL would refuse or
+        truncate (see :func:`graphile_worker._sql.check_schema`).
+    """
+    try:
+        return check_schema(text)
+    except ConfigurationError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _local_queue_size(text: str) -> LocalQueueSize:
     if text == "auto":
         return "auto"
@@ -227,8 +240,9 @@ def build_parser() -> argparse.ArgumentParser:
         "-s",
         "--schema",
         metavar="NAME",
+        type=schema_name,
         default=DEFAULT_SCHEMA,
-        help="schema holding the queue (default: %(default)s)",
+        help="schema holding the queue, at most 63 bytes (default: %(default)s)",
     )
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument(
@@ -451,9 +465,10 @@ def check_connection(dsn: str) -> None:
         raise ConnectError(_one_line(exc)) from exc
 
 
-def read_crontab(path: str) -> list[CronItem]:
+def read_crontab(path: str) -> list[tuple[int, CronItem]]:
     """Read and parse a crontab file.
 
+    :returns: each item with the number of its line.
     :raises CrontabError: the file cannot be read, or a line does not parse;
         the message names the file and the line.
     """
@@ -464,13 +479,18 @@ def read_crontab(path: str) -> list[CronItem]:
         raise CrontabError(f"{path}: cannot read: {exc.strerror}") from exc
 
     try:
-        return parse_crontab(text)
+        return numbered_crontab(text)
     except CrontabError as exc:
         raise CrontabError(f"{path}: {exc}") from exc
 
 
 def check_crontab(arguments: Sequence[str]) -> int:
-    """``graphile-worker crontab check FILE``: validate and show next fire times."""
+    """``graphile-worker crontab check FILE``: validate and show next fire times.
+
+    Each item's next fire times go to stdout. A line that does not parse, and
+    each item that can never fire (such as ``0 0 30 2 *``, the 30th of
+    February), is an error on stderr naming its line, and the exit status is 2.
+    """
     parser = argparse.ArgumentParser(
         prog=f"{PROG} crontab check",
         description="Check a crontab file and print each item's next fire times.",
@@ -491,15 +511,27 @@ def check_crontab(arguments: Sequence[str]) -> int:
         return EXIT_USAGE
 
     now = datetime.now(UTC)
-    for item in items:
+    never: list[str] = []
+    for number, item in items:
         try:
             upcoming = item.next_fire_times(now, args.count)
         except CrontabError as exc:
-            _write(f"{item.identifier} -> task {item.task}: {exc}")
+            if item.never_fires:
+                never.append(f"{args.file}: line {number}: {exc}")
+            else:
+                _write(f"{item.identifier} -> task {item.task}: {exc}")
+
             continue
 
         times = ", ".join(moment.strftime("%Y-%m-%d %H:%M") for moment in upcoming)
         _write(f"{item.identifier} -> task {item.task}: {times} (UTC)")
+
+    if never:
+        sys.stdout.flush()
+        for message in never:
+            report_error(message)
+
+        return EXIT_USAGE
 
     _write(f"{args.file}: {len(items)} items, all valid")
     return EXIT_OK
@@ -643,7 +675,7 @@ def _maintain(args: argparse.Namespace, dsn: str, tasks: list[TaskHandler]) -> i
 
 def _run(args: argparse.Namespace, tasks: list[TaskHandler]) -> int:
     dsn = resolve_dsn(args.connection)
-    crontab = read_crontab(args.crontab) if args.crontab else None
+    crontab = [item for _, item in read_crontab(args.crontab)] if args.crontab else None
     check_connection(dsn)
     if args.schema_only or args.cleanup is not None:
         return _maintain(args, dsn, tasks)

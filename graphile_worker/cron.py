@@ -287,9 +287,20 @@ def parse_crontab(text: str, *, timezone: str | None = None) -> list[CronItem]:
     :raises CrontabError: for the first line that does not parse, the first
         line whose identifier an earlier line already has, or an unknown zone.
     """
+    return [item for _, item in numbered_crontab(text, timezone=timezone)]
+
+
+def numbered_crontab(
+    text: str, *, timezone: str | None = None
+) -> list[tuple[int, CronItem]]:
+    """Parse a crontab as :func:`parse_crontab` does, keeping line numbers.
+
+    :returns: each item with the number of its line, counted from 1.
+    :raises CrontabError: as :func:`parse_crontab`.
+    """
     if timezone is not None:
         zone_of(timezone)
-    items: list[CronItem] = []
+    items: list[tuple[int, CronItem]] = []
     seen: dict[str, int] = {}
     duplicate: CrontabError | None = None
     for number, raw in enumerate(re.split(r"\r?\n", text), start=1):
@@ -299,7 +310,7 @@ def parse_crontab(text: str, *, timezone: str | None = None) -> list[CronItem]:
         item = _parse_line(line, number)
         if timezone is not None:
             item = msgspec.structs.replace(item, timezone=timezone)
-        items.append(item)
+        items.append((number, item))
         first = seen.setdefault(item.identifier, number)
         if first != number and duplicate is None:
             duplicate = CrontabError(

@@ -104,6 +104,8 @@ def _run_step(
 def migrate(database: Database, schema: str = DEFAULT_SCHEMA) -> list[int]:
     """Install or upgrade the schema; return the migration ids this call applied.
 
+    :raises ConfigurationError: a schema name PostgreSQL would refuse or
+        truncate (checked before any SQL).
     :raises UnsupportedServerError: PostgreSQL is older than 12.
     :raises SchemaTooOldError: the schema predates graphile-worker 0.16.
     :raises SchemaTooNewError: the schema has a breaking migration newer than ours.

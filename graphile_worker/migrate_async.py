@@ -102,6 +102,8 @@ async def _run_step(
 async def migrate(database: AsyncDatabase, schema: str = DEFAULT_SCHEMA) -> list[int]:
     """Install or upgrade the schema; return the migration ids this call applied.
 
+    :raises ConfigurationError: a schema name PostgreSQL would refuse or
+        truncate (checked before any SQL).
     :raises UnsupportedServerError: PostgreSQL is older than 12.
     :raises SchemaTooOldError: the schema predates graphile-worker 0.16.
     :raises SchemaTooNewError: the schema has a breaking migration newer than ours.

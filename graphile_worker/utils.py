@@ -54,9 +54,11 @@ class WorkerUtils:
     :param pool: a caller's ``ConnectionPool``, left open on close.
     :param connection: a caller's ``Connection``.
     :param database: any :class:`~graphile_worker.database.Database`.
-    :param schema: the graphile_worker schema name.
+    :param schema: the graphile_worker schema name, at most 63 bytes long.
     :param use_local_time: take ``run_at`` from this machine's clock rather than
         the database's when a job does not set one.
+    :raises ConfigurationError: more than one source, or a schema name
+        PostgreSQL would refuse or truncate.
     """
 
     def __init__(
@@ -70,6 +72,7 @@ class WorkerUtils:
         use_local_time: bool = False,
     ) -> None:
         one_source(dsn=dsn, pool=pool, connection=connection, database=database)
+        self._sql = queries(schema)
         source = pool or connection or database
         if source is None:
             self._database: Database = PsycopgDatabase.from_dsn(
@@ -79,7 +82,6 @@ class WorkerUtils:
             self._database = as_database(source)
 
         self._owned = source is None
-        self._sql = queries(schema)
         self.schema = schema
         self.use_local_time = use_local_time
 
@@ -183,6 +185,7 @@ class WorkerUtils:
             a spec of its own.
         :param preserve_run_at: on a job key match, keep the existing job's
             ``run_at`` if it has not been attempted yet.
+        :raises InvalidJobError: as :meth:`add_raw_jobs`.
         """
         return self.add_raw_jobs(
             _jobspec.raw_jobs_of(tasks, spec),
@@ -201,6 +204,8 @@ class WorkerUtils:
 
         :returns: the jobs, in no particular order (as graphile-worker's
             ``add_jobs`` returns them); match them up by ``key`` or ``id``.
+        :raises InvalidJobError: a job that cannot be stored, or two jobs with
+            one ``job_key``; nothing is added.
         """
         jobs = list(jobs)
         document, count = _jobspec.add_jobs_document(

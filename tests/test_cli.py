@@ -143,6 +143,43 @@ def test_schema_only_migrates(empty_db_dsn: str) -> None:
     assert (again.returncode, again.stderr) == (0, "")
 
 
+def test_schema_only_keeps_a_schema_name_of_63_bytes(empty_db_dsn: str) -> None:
+    schema = "s" * 63
+    result = run_cli("-c", empty_db_dsn, "--schema", schema, "--schema-only")
+    assert result.returncode == 0, result.stderr
+    rows = query(
+        empty_db_dsn,
+        "select nspname::text from pg_namespace where nspname::text like 's%'",
+    )
+    assert rows == [(schema,)]
+
+
+@pytest.mark.parametrize(
+    ("schema", "message"),
+    [("", "must not be empty"), ("s" * 64, "64 bytes long")],
+    ids=["empty", "64-bytes"],
+)
+def test_a_schema_name_postgresql_would_change_is_a_usage_error(
+    empty_db_dsn: str, schema: str, message: str
+) -> None:
+    # Refused before connecting, so an unreachable server does not matter...
+    unreachable = run_cli("-c", BAD_DSN, "--schema", schema, "--schema-only")
+    # ...and a reachable one is left untouched.
+    reachable = run_cli("-c", empty_db_dsn, "--schema", schema, "--schema-only")
+
+    for result in (unreachable, reachable):
+        assert result.returncode == 2
+        last = result.stderr.splitlines()[-1]
+        assert last.startswith("graphile-worker: error: argument -s/--schema: ")
+        assert message in last
+
+    rows = query(
+        empty_db_dsn,
+        "select count(*) from pg_namespace where nspname::text like 's%'",
+    )
+    assert rows == [(0,)]
+
+
 def test_once_runs_the_jobs_of_a_module(db_dsn: str) -> None:
     add_visits(db_dsn, "record_visit", ["ada", "alan", "grace"])
     result = run_cli("-c", db_dsn, "--once", "--tasks", "cli_tasks", "-j", "2")

@@ -1,7 +1,8 @@
 """The command line's crontab support: ``crontab check FILE`` and ``--crontab``.
 
 ``crontab check`` prints each item's next fire times (worked out here from the
-calendar) and exits 0, or exits 2 naming the first line that does not parse.
+calendar) and exits 0, or exits 2 naming the first line that does not parse,
+or each line whose item can never fire (told here by the calendar).
 A worker given ``--crontab`` refuses a bad file with exit status 2 before it
 connects, and with a good one registers the items as soon as it runs (the
 scheduler runs with ``run``, not with ``--once``).
@@ -14,7 +15,7 @@ import signal
 import subprocess
 import sys
 import time
-from calendar import isleap
+from calendar import isleap, monthrange
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -127,6 +128,86 @@ def test_crontab_check_names_the_bad_line(tmp_path: Path) -> None:
     line = one_error_line(result)
     assert f"line {BAD_LINE}" in line
     assert str(path) in line
+
+
+def day_ever_comes(day: int, months: list[int]) -> bool:
+    """Whether some month of ``months`` has a ``day``, over a whole leap cycle."""
+    return any(
+        day <= monthrange(year, month)[1]
+        for year in range(2000, 2400)
+        for month in months
+    )
+
+
+NEVER_CRONTAB = """\
+*/15 * * * * quarter
+0 0 30 2 * feb30
+# Mondays of February still fire: both day fields are restricted
+0 0 31 2 1 mondays
+0 0 31 4,6,9,11 * short ?id=short31
+
+0 0 29 2 * leap
+"""
+# line number, identifier, day of month, months: the day-restricted items above
+DAY_ITEMS = [
+    (2, "feb30", 30, [2]),
+    (5, "short31", 31, [4, 6, 9, 11]),
+    (7, "leap", 29, [2]),
+]
+
+
+def test_crontab_check_names_each_line_that_can_never_fire(tmp_path: Path) -> None:
+    path = tmp_path / "crontab"
+    path.write_text(NEVER_CRONTAB)
+    never = [
+        (number, identifier)
+        for number, identifier, day, months in DAY_ITEMS
+        if not day_ever_comes(day, months)
+    ]
+    assert [number for number, _ in never] == [2, 5]
+
+    result = run_cli("crontab", "check", str(path))
+
+    assert result.returncode == EXIT_USAGE
+    errors = result.stderr.splitlines()
+    assert "Traceback" not in result.stderr
+    assert len(errors) == len(never), result.stderr
+    for line, (number, identifier) in zip(errors, never, strict=True):
+        assert line.startswith(f"graphile-worker: error: {path}: line {number}: ")
+        assert f"{identifier!r} never fires" in line
+
+    printed = [line.split(" ")[0] for line in result.stdout.splitlines()]
+    assert printed == ["quarter", "mondays", "leap"]
+    assert "all valid" not in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("fields", "day", "months"),
+    [
+        ("0 0 30 2 *", 30, [2]),
+        ("0 0 31 4 *", 31, [4]),
+        ("0 0 30,31 2 *", 30, [2]),
+        ("0 0 29 2 *", 29, [2]),
+        ("0 0 31 2,4,7 *", 31, [2, 4, 7]),
+        ("0 0 30-31 2,4 *", 30, [2, 4]),
+    ],
+)
+def test_crontab_check_fails_exactly_when_the_day_never_comes(
+    tmp_path: Path, fields: str, day: int, months: list[int]
+) -> None:
+    path = tmp_path / "crontab"
+    path.write_text(f"# one item\n\n{fields} only\n")
+
+    result = run_cli("crontab", "check", str(path))
+
+    if day_ever_comes(day, months):
+        assert result.returncode == 0, result.stderr
+        assert result.stderr == ""
+        assert len(STAMP.findall(result.stdout)) == 3
+    else:
+        assert result.returncode == EXIT_USAGE
+        assert result.stdout == ""
+        assert f"{path}: line 3: " in one_error_line(result)
 
 
 def test_crontab_check_names_a_reused_identifier(tmp_path: Path) -> None:

@@ -21,11 +21,15 @@ import pytest
 from psycopg import sql
 
 from graphile_worker import (
+    ConfigurationError,
     MigrationError,
+    PsycopgDatabase,
     SchemaTooNewError,
     SchemaTooOldError,
     WorkerUtils,
 )
+from graphile_worker.migrate import migrate as run_migrations
+from tests.wrapped import WrappedDatabase
 
 ALL_MIGRATIONS = list(range(1, 21))
 BREAKING = {1, 3, 11, 13, 14, 16, 19}
@@ -170,6 +174,87 @@ def test_quoted_schemas_live_side_by_side(empty_db_dsn: str) -> None:
             for schema in QUOTED_SCHEMAS
         ]
     assert counts == [(1,), (2,), (3,), (4,)]
+
+
+# 63 bytes in UTF-8, PostgreSQL's longest identifier, and one byte more.
+LONGEST_SCHEMAS = ["s" * 63, "é" * 31 + "s"]
+TOO_LONG_SCHEMAS = ["s" * 64, "é" * 32, "é" * 31 + "ss"]
+
+
+def namespaces(dsn: str) -> list[str]:
+    """The names of the schemas in ``dsn`` apart from PostgreSQL's own."""
+    with psycopg.connect(dsn) as conn:
+        rows = conn.execute(
+            "select nspname::text from pg_namespace where nspname not like 'pg\\_%'"
+            " and nspname not in ('public', 'information_schema') order by 1"
+        ).fetchall()
+    return [row[0] for row in rows]
+
+
+def needs_utf8(dsn: str, schema: str) -> None:
+    """Skip when ``schema`` is not ASCII and the server does not count in UTF-8."""
+    with psycopg.connect(dsn) as conn:
+        row = conn.execute("show server_encoding").fetchone()
+    if not schema.isascii() and row != ("UTF8",):
+        pytest.skip(f"server encoding {row}: identifier bytes are not UTF-8's")
+
+
+@pytest.mark.parametrize("schema", LONGEST_SCHEMAS, ids=["ascii", "utf8"])
+def test_a_schema_name_of_63_bytes_is_kept_whole(
+    empty_db_dsn: str, schema: str
+) -> None:
+    needs_utf8(empty_db_dsn, schema)
+    assert len(schema.encode()) == 63
+
+    applied = migrate(empty_db_dsn, schema)
+    with WorkerUtils(dsn=empty_db_dsn, schema=schema) as utils:
+        job = utils.add_raw_job("long", {"n": 1})
+
+    assert applied == ALL_MIGRATIONS
+    assert namespaces(empty_db_dsn) == [schema]
+    with psycopg.connect(empty_db_dsn) as conn:
+        found = conn.execute(
+            sql.SQL("select id from {}.jobs").format(sql.Identifier(schema))
+        ).fetchall()
+    assert found == [(job.id,)]
+
+
+@pytest.mark.parametrize("schema", TOO_LONG_SCHEMAS, ids=["ascii", "utf8", "mixed"])
+def test_a_schema_name_postgresql_would_truncate_is_refused(
+    empty_db_dsn: str, schema: str
+) -> None:
+    needs_utf8(empty_db_dsn, schema)
+    with psycopg.connect(empty_db_dsn) as conn:
+        row = conn.execute("select %s::name::text", [schema]).fetchone()
+    assert row is not None
+    assert row[0] != schema and schema.startswith(row[0])  # PostgreSQL truncates
+
+    with pytest.raises(ConfigurationError, match="is 64 bytes long"):
+        migrate(empty_db_dsn, schema)
+
+    statements: list[str] = []
+    with psycopg.connect(empty_db_dsn, autocommit=True) as connection:
+        database = WrappedDatabase(
+            PsycopgDatabase(connection), lambda query, params: statements.append(query)
+        )
+        with pytest.raises(ConfigurationError, match="63 bytes"):
+            run_migrations(database, schema)
+
+    assert statements == []
+    assert namespaces(empty_db_dsn) == []
+
+
+def test_an_empty_schema_name_is_refused(empty_db_dsn: str) -> None:
+    with (
+        psycopg.connect(empty_db_dsn, autocommit=True) as conn,
+        pytest.raises(psycopg.errors.SyntaxError, match="zero-length"),
+    ):
+        conn.execute('create schema ""')
+
+    with pytest.raises(ConfigurationError, match="must not be empty"):
+        migrate(empty_db_dsn, "")
+
+    assert namespaces(empty_db_dsn) == []
 
 
 def test_concurrent_migrators_apply_each_migration_once(

@@ -17,19 +17,25 @@ from datetime import UTC, datetime, timedelta, timezone
 from typing import Any, ClassVar, LiteralString, cast
 
 import msgspec
+import psycopg
 import pytest
 from psycopg import AsyncConnection, Rollback
 
 from graphile_worker import (
     AsyncPsycopgDatabase,
+    AsyncWorker,
+    AsyncWorkerContext,
     AsyncWorkerUtils,
     ConfigurationError,
     InvalidJobError,
     Job,
     JobSpec,
     RawJob,
+    WorkerOptions,
+    task,
 )
 from graphile_worker.database_async import Params, Row
+from graphile_worker.migrate_async import migrate
 from tests.wrapped_async import AsyncWrappedDatabase
 
 SCHEMA_DEFAULT_MAX_ATTEMPTS = 25  # _private_jobs.max_attempts default
@@ -403,6 +409,83 @@ async def test_add_jobs_preserve_run_at(db_dsn: str) -> None:
     assert kept.run_at == FAR
     assert replaced.run_at == FARTHEST
     assert replaced.revision == 2
+
+
+ADD_JOBS_SQL: LiteralString = (
+    "select id from graphile_worker.add_jobs(array(select spec from"
+    " json_populate_recordset(null::graphile_worker.job_spec, %s::json) as spec),"
+    " %s::boolean)"
+)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("preserve_run_at", [False, True])
+async def test_add_jobs_refuses_two_jobs_with_one_key_and_adds_nothing(
+    db_dsn: str, preserve_run_at: bool
+) -> None:
+    keyed: list[tuple[str, int, str | None]] = [
+        ("t", 0, "dup"),
+        ("t", 1, "other"),
+        ("t", 2, None),
+        ("u", 3, "dup"),
+    ]
+    specs = [
+        {"identifier": identifier, "payload": {"n": n}, "job_key": key}
+        for identifier, n, key in keyed
+    ]
+    # The schema's own add_jobs, as graphile-worker's addJobs calls it, fails.
+    with pytest.raises(psycopg.errors.CardinalityViolation, match="a second time"):
+        await query(db_dsn, ADD_JOBS_SQL, [json.dumps(specs), preserve_run_at])
+
+    jobs = [
+        RawJob(identifier=identifier, payload={"n": n}, spec=JobSpec(job_key=key))
+        for identifier, n, key in keyed
+    ]
+    async with AsyncWorkerUtils(dsn=db_dsn) as setup:
+        existing = await setup.add_raw_job("t", {"old": True}, JobSpec(job_key="dup"))
+
+    async with counted(db_dsn) as (utils, statements):
+        with pytest.raises(
+            InvalidJobError, match=r"^job 3: job_key 'dup' is also that of job 0"
+        ):
+            await utils.add_raw_jobs(jobs, preserve_run_at=preserve_run_at)
+
+        with pytest.raises(InvalidJobError, match=r"^job 1: job_key 'dup'"):
+            await utils.add_jobs(
+                [
+                    (Hello("a"), JobSpec(job_key="dup")),
+                    (Hello("b"), JobSpec(job_key="dup")),
+                ],
+                preserve_run_at=preserve_run_at,
+            )
+
+        with pytest.raises(InvalidJobError, match=r"^job 1: job_key 'same'"):
+            await utils.add_jobs([Hello("a"), Hello("b")], JobSpec(job_key="same"))
+
+    assert statements == []
+    assert await job_count(db_dsn) == 1
+    assert await stored(db_dsn, existing.id) == as_stored(existing)
+
+
+@pytest.mark.anyio
+async def test_add_jobs_takes_distinct_keys_and_keyless_jobs_together(
+    db_dsn: str,
+) -> None:
+    jobs = [
+        RawJob(identifier="t", payload={"n": n}, spec=JobSpec(job_key=key))
+        for n, key in enumerate(["a", None, "b", None])
+    ]
+
+    async with AsyncWorkerUtils(dsn=db_dsn) as utils:
+        added = await utils.add_raw_jobs(jobs)
+
+    assert sorted((job.payload["n"], job.key) for job in added) == [
+        (0, "a"),
+        (1, None),
+        (2, "b"),
+        (3, None),
+    ]
+    assert await job_count(db_dsn) == 4
 
 
 @pytest.mark.anyio
@@ -1047,3 +1130,42 @@ async def test_migrate_on_a_migrated_database_applies_nothing(db_dsn: str) -> No
         db_dsn, "select count(*), max(id) from graphile_worker.migrations"
     )
     assert rows == [(20, 20)]
+
+
+BAD_SCHEMAS = [
+    ("empty", "", "must not be empty"),
+    ("64-ascii-bytes", "s" * 64, "is 64 bytes long"),
+    ("64-utf8-bytes", "é" * 32, "is 64 bytes long"),
+    ("nul", "a\x00b", "NUL"),
+]
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    ("schema", "message"),
+    [case[1:] for case in BAD_SCHEMAS],
+    ids=[case[0] for case in BAD_SCHEMAS],
+)
+async def test_a_schema_name_postgresql_would_change_is_refused_everywhere(
+    db_dsn: str, schema: str, message: str
+) -> None:
+    @task("hello")
+    async def hello(payload: Hello, ctx: AsyncWorkerContext) -> None:
+        pass
+
+    options = WorkerOptions(schema=schema, tasks=[hello])  # checked by the worker
+
+    async with counted(db_dsn) as (utils, statements):
+        with pytest.raises(ConfigurationError, match=message):
+            AsyncWorkerUtils(database=utils.database, schema=schema)
+
+        with pytest.raises(ConfigurationError, match=message):
+            AsyncWorkerUtils(dsn=db_dsn, schema=schema)
+
+        with pytest.raises(ConfigurationError, match=message):
+            AsyncWorker(options, database=utils.database)
+
+        with pytest.raises(ConfigurationError, match=message):
+            await migrate(utils.database, schema)
+
+    assert statements == []

@@ -19,6 +19,7 @@ from datetime import UTC, datetime, timedelta, timezone
 from typing import Any, ClassVar, LiteralString, cast
 
 import msgspec
+import psycopg
 import pytest
 from psycopg import Connection, Rollback
 
@@ -29,9 +30,14 @@ from graphile_worker import (
     JobSpec,
     PsycopgDatabase,
     RawJob,
+    Worker,
+    WorkerContext,
+    WorkerOptions,
     WorkerUtils,
+    task,
 )
 from graphile_worker.database import Params, Row
+from graphile_worker.migrate import migrate
 from tests.wrapped import WrappedDatabase
 
 SCHEMA_DEFAULT_MAX_ATTEMPTS = 25  # _private_jobs.max_attempts default
@@ -394,6 +400,81 @@ def test_add_jobs_preserve_run_at(db_dsn: str) -> None:
     assert kept.run_at == FAR
     assert replaced.run_at == FARTHEST
     assert replaced.revision == 2
+
+
+ADD_JOBS_SQL: LiteralString = (
+    "select id from graphile_worker.add_jobs(array(select spec from"
+    " json_populate_recordset(null::graphile_worker.job_spec, %s::json) as spec),"
+    " %s::boolean)"
+)
+
+
+@pytest.mark.parametrize("preserve_run_at", [False, True])
+def test_add_jobs_refuses_two_jobs_with_one_key_and_adds_nothing(
+    db_dsn: str, preserve_run_at: bool
+) -> None:
+    keyed: list[tuple[str, int, str | None]] = [
+        ("t", 0, "dup"),
+        ("t", 1, "other"),
+        ("t", 2, None),
+        ("u", 3, "dup"),
+    ]
+    specs = [
+        {"identifier": identifier, "payload": {"n": n}, "job_key": key}
+        for identifier, n, key in keyed
+    ]
+    # The schema's own add_jobs, as graphile-worker's addJobs calls it, fails.
+    with pytest.raises(psycopg.errors.CardinalityViolation, match="a second time"):
+        query(db_dsn, ADD_JOBS_SQL, [json.dumps(specs), preserve_run_at])
+
+    jobs = [
+        RawJob(identifier=identifier, payload={"n": n}, spec=JobSpec(job_key=key))
+        for identifier, n, key in keyed
+    ]
+    with WorkerUtils(dsn=db_dsn) as setup:
+        existing = setup.add_raw_job("t", {"old": True}, JobSpec(job_key="dup"))
+
+    with counted(db_dsn) as (utils, statements):
+        with pytest.raises(
+            InvalidJobError, match=r"^job 3: job_key 'dup' is also that of job 0"
+        ):
+            utils.add_raw_jobs(jobs, preserve_run_at=preserve_run_at)
+
+        with pytest.raises(InvalidJobError, match=r"^job 1: job_key 'dup'"):
+            utils.add_jobs(
+                [
+                    (Hello("a"), JobSpec(job_key="dup")),
+                    (Hello("b"), JobSpec(job_key="dup")),
+                ],
+                preserve_run_at=preserve_run_at,
+            )
+
+        with pytest.raises(InvalidJobError, match=r"^job 1: job_key 'same'"):
+            utils.add_jobs([Hello("a"), Hello("b")], JobSpec(job_key="same"))
+
+    assert statements == []
+    assert job_count(db_dsn) == 1
+    assert stored(db_dsn, existing.id) == as_stored(existing)
+
+
+def test_add_jobs_takes_distinct_keys_and_keyless_jobs_together(
+    db_dsn: str,
+) -> None:
+    jobs = [
+        RawJob(identifier="t", payload={"n": n}, spec=JobSpec(job_key=key))
+        for n, key in enumerate(["a", None, "b", None])
+    ]
+
+    with WorkerUtils(dsn=db_dsn) as utils:
+        added = utils.add_raw_jobs(jobs)
+
+    assert sorted((job.payload["n"], job.key) for job in added) == [
+        (0, "a"),
+        (1, None),
+        (2, "b"),
+        (3, None),
+    ]
+    assert job_count(db_dsn) == 4
 
 
 def test_per_job_key_mode_is_refused_in_a_batch(db_dsn: str) -> None:
@@ -1013,3 +1094,41 @@ def test_migrate_on_a_migrated_database_applies_nothing(db_dsn: str) -> None:
         db_dsn, "select count(*), max(id) from graphile_worker.migrations"
     )
     assert rows == [(20, 20)]
+
+
+BAD_SCHEMAS = [
+    ("empty", "", "must not be empty"),
+    ("64-ascii-bytes", "s" * 64, "is 64 bytes long"),
+    ("64-utf8-bytes", "é" * 32, "is 64 bytes long"),
+    ("nul", "a\x00b", "NUL"),
+]
+
+
+@pytest.mark.parametrize(
+    ("schema", "message"),
+    [case[1:] for case in BAD_SCHEMAS],
+    ids=[case[0] for case in BAD_SCHEMAS],
+)
+def test_a_schema_name_postgresql_would_change_is_refused_everywhere(
+    db_dsn: str, schema: str, message: str
+) -> None:
+    @task("hello")
+    def hello(payload: Hello, ctx: WorkerContext) -> None:
+        pass
+
+    options = WorkerOptions(schema=schema, tasks=[hello])  # checked by the worker
+
+    with counted(db_dsn) as (utils, statements):
+        with pytest.raises(ConfigurationError, match=message):
+            WorkerUtils(database=utils.database, schema=schema)
+
+        with pytest.raises(ConfigurationError, match=message):
+            WorkerUtils(dsn=db_dsn, schema=schema)
+
+        with pytest.raises(ConfigurationError, match=message):
+            Worker(options, database=utils.database)
+
+        with pytest.raises(ConfigurationError, match=message):
+            migrate(utils.database, schema)
+
+    assert statements == []
