@@ -229,7 +229,7 @@ class PsycopgDatabase:
         with mapped_errors():
             with (
                 self._connect() as connection,
-                connection.cursor(row_factory=tuple_row) as cursor,
+                connection.cursor(row_factory=tuple_row, binary=True) as cursor,
             ):
                 cursor.execute(query, params)
                 return cursor.fetchall()
@@ -238,7 +238,7 @@ class PsycopgDatabase:
         with mapped_errors():
             with (
                 self._connect() as connection,
-                connection.cursor(row_factory=tuple_row) as cursor,
+                connection.cursor(row_factory=tuple_row, binary=True) as cursor,
             ):
                 cursor.execute(query, params)
                 return cursor.fetchone()

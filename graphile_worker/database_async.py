@@ -227,7 +227,7 @@ class AsyncPsycopgDatabase:
         with mapped_errors():
             async with (
                 self._connect() as connection,
-                connection.cursor(row_factory=tuple_row) as cursor,
+                connection.cursor(row_factory=tuple_row, binary=True) as cursor,
             ):
                 await cursor.execute(query, params)
                 return await cursor.fetchall()
@@ -236,7 +236,7 @@ class AsyncPsycopgDatabase:
         with mapped_errors():
             async with (
                 self._connect() as connection,
-                connection.cursor(row_factory=tuple_row) as cursor,
+                connection.cursor(row_factory=tuple_row, binary=True) as cursor,
             ):
                 await cursor.execute(query, params)
                 return await cursor.fetchone()
