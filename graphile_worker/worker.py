@@ -62,7 +62,11 @@ from graphile_worker.database import (
     Row,
     as_database,
 )
-from graphile_worker.errors import ConfigurationError, DatabaseError
+from graphile_worker.errors import (
+    ConfigurationError,
+    DatabaseConnectionError,
+    DatabaseError,
+)
 from graphile_worker.events import Fail, JobResult, Skip
 from graphile_worker.migrate import migrate
 from graphile_worker.models import Job
@@ -730,6 +734,63 @@ class Worker:
                 return
 
     def _write(self, batch: list[Done]) -> None:
+        try:
+            failed_rows = self._store(batch)
+        except DatabaseError as exc:
+            # The server refused the statement itself, not the connection:
+            # sending it again cannot help, so find the jobs it chokes on.
+            logger.warning(
+                "Worker %s: the database refused to record %d finished jobs (%s); "
+                "recording them one by one",
+                self.worker_id,
+                len(batch),
+                exc,
+                extra={"action": "complete_refused", "worker_id": self.worker_id},
+            )
+            for done in batch:
+                self._write_one(done)
+
+            return
+
+        if failed_rows is not None:
+            report(batch, failed_rows, events=self._events, worker_id=self.worker_id)
+
+    def _write_one(self, done: Done) -> None:
+        try:
+            failed_rows = self._store([done])
+        except DatabaseError as exc:
+            if done.error is None:
+                self._give_up([done], exc)
+                return
+
+            # Store a message the database cannot refuse in place of the
+            # error it did, so that the job is retried rather than stuck.
+            reason = str(exc).partition("\n")[0]
+            substitute = Done(
+                done.row,
+                done.handler,
+                RuntimeError(f"the database refused this job's error ({reason})"),
+                None,
+                done.started,
+            )
+            try:
+                failed_rows = self._store([substitute])
+            except DatabaseError as again:
+                self._give_up([done], again)
+                return
+
+            done = substitute
+
+        if failed_rows is not None:
+            report([done], failed_rows, events=self._events, worker_id=self.worker_id)
+
+    def _store(self, batch: list[Done]) -> list[Row] | None:
+        """Write a batch of outcomes, retrying while the connection fails.
+
+        :returns: the failed jobs' new attempts and run times, or ``None`` when
+            a forced stop gave up on a connection that kept failing.
+        :raises DatabaseError: the database refused a statement.
+        """
         successes = [done.row[0] for done in batch if done.error is None]
         failures = [done for done in batch if done.error is not None]
         document = msgspec.json.encode(
@@ -760,20 +821,12 @@ class Worker:
                         {"failures": document.decode(), "pool_id": self.worker_id},
                     )
 
-                break
-            except DatabaseError as exc:
+                return failed_rows
+            except DatabaseConnectionError as exc:
                 attempt += 1
                 if self._forcing.is_set() and attempt > 3:
-                    logger.error(
-                        "Worker %s gave up writing %d finished jobs (%s); they stay "
-                        "locked until force_unlock_workers(['%s']) or four hours pass",
-                        self.worker_id,
-                        len(batch),
-                        exc,
-                        self.worker_id,
-                        extra={"action": "complete_error", "worker_id": self.worker_id},
-                    )
-                    return
+                    self._give_up(batch, exc)
+                    return None
 
                 delay = backoff(attempt)
                 logger.warning(
@@ -785,7 +838,19 @@ class Worker:
                 )
                 event_wait(self._forcing, delay)
 
-        report(batch, failed_rows, events=self._events, worker_id=self.worker_id)
+    def _give_up(self, batch: list[Done], exc: DatabaseError) -> None:
+        ids = [done.row[0] for done in batch]
+        logger.error(
+            "Worker %s gave up recording %d finished jobs %s%s (%s); they stay "
+            "locked until force_unlock_workers(['%s']) or four hours pass",
+            self.worker_id,
+            len(ids),
+            ids[:20],
+            " and more" if len(ids) > 20 else "",
+            exc,
+            self.worker_id,
+            extra={"action": "complete_error", "worker_id": self.worker_id},
+        )
 
     # -- shutting down ----------------------------------------------------------
 

@@ -1183,3 +1183,68 @@ def test_awkward_failures_are_recorded_and_the_worker_carries_on(
     assert errors[4] == "3"
     assert errors[5] == "KeyboardInterrupt"
     assert errors[6] == "x" * 10_000 + " [truncated]"
+
+
+REFUSING_TRIGGERS = """
+create function public.refuse_marked() returns trigger language plpgsql as $$
+begin
+  if tg_op = 'UPDATE' and new.last_error = 'REFUSE ME' then
+    raise exception 'this error message is refused';
+  end if;
+  if tg_op = 'DELETE' and (old.payload::jsonb ->> 'keep') = 'true' then
+    raise exception 'this job may not be deleted';
+  end if;
+  return coalesce(new, old);
+end;
+$$;
+create trigger refuse_marked before update or delete
+  on graphile_worker._private_jobs
+  for each row execute function public.refuse_marked();
+"""
+
+
+def test_a_write_the_database_refuses_costs_only_its_own_job(
+    db_dsn: str,
+) -> None:
+    @task("hello")
+    def hello(payload: Any, ctx: WorkerContext) -> None:
+        if payload.get("refuse"):
+            raise RuntimeError("REFUSE ME")
+
+        if payload.get("fail"):
+            raise RuntimeError("plain failure")
+
+    with WorkerUtils(dsn=db_dsn) as utils:
+        refused = utils.add_raw_job("hello", {"refuse": True})
+        failed = utils.add_raw_job("hello", {"fail": True})
+        kept = utils.add_raw_job("hello", {"keep": True})
+        done = [utils.add_raw_job("hello", {"n": n}) for n in range(5)]
+
+    query(db_dsn, REFUSING_TRIGGERS)  # type: ignore[arg-type]
+    worker = Worker(options(db_dsn, hello, concurrency=8))
+    with worker:
+        worker.run_once()
+
+    # The refused failure is recorded with a message the database accepts, so
+    # the job is retried; the other outcomes are written as usual.
+    row = job_row(db_dsn, refused.id)
+    assert row is not None
+    assert (row["attempts"], row["locked_by"]) == (1, None)
+    assert row["last_error"].startswith("the database refused this job's error")
+    assert "this error message is refused" in row["last_error"]
+
+    row = job_row(db_dsn, failed.id)
+    assert row is not None
+    assert (row["attempts"], row["last_error"], row["locked_by"]) == (
+        1,
+        "plain failure",
+        None,
+    )
+
+    assert all([job_row(db_dsn, job.id) is None for job in done])
+
+    # A success that cannot be deleted stays locked to the worker, never run
+    # again behind its back.
+    row = job_row(db_dsn, kept.id)
+    assert row is not None
+    assert (row["attempts"], row["locked_by"]) == (1, worker.worker_id)
