@@ -2,9 +2,9 @@
 
 One worker is one lock id (its *pool id*) and these cooperating loops:
 
-- the **fetcher** claims as many runnable jobs as there are free slots, in one
-  statement, whenever a slot frees, a NOTIFY arrives or the poll interval
-  passes;
+- the **fetcher** claims, in one statement, as many runnable jobs as there are
+  free slots plus the local queue's size (see ``_ahead``), whenever enough
+  slots free, a NOTIFY arrives or the poll interval passes;
 - **runners**, ``concurrency`` of them, decode each payload and run its
   handler;
 - the **completer** writes outcomes in groups: whatever finished while the
