@@ -410,11 +410,10 @@ class Worker:
             if self._ahead.enabled:
                 self._give_back_expired()
 
-            ahead = self._ahead.size()
-
             # After giving jobs back for waiting too long, claim ahead again
             # only once a runner has come free; else they would bounce.
-            capacity = self.options.concurrency + (0 if self._ahead_paused else ahead)
+            ahead = 0 if self._ahead_paused else self._ahead.size()
+            capacity = self.options.concurrency + ahead
             refill = max(1, ahead // 2)
             self._claim_at = capacity - refill
             free = capacity - self._in_flight
