@@ -1249,7 +1249,7 @@ async def test_a_write_the_database_refuses_costs_only_its_own_job(
         kept = await utils.add_raw_job("hello", {"keep": True})
         done = [await utils.add_raw_job("hello", {"n": n}) for n in range(5)]
 
-    await query(db_dsn, REFUSING_TRIGGERS)  # type: ignore[arg-type]
+    await query(db_dsn, REFUSING_TRIGGERS)
     worker = AsyncWorker(options(db_dsn, hello, concurrency=8))
     async with worker:
         await worker.run_once()

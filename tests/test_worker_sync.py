@@ -1220,7 +1220,7 @@ def test_a_write_the_database_refuses_costs_only_its_own_job(
         kept = utils.add_raw_job("hello", {"keep": True})
         done = [utils.add_raw_job("hello", {"n": n}) for n in range(5)]
 
-    query(db_dsn, REFUSING_TRIGGERS)  # type: ignore[arg-type]
+    query(db_dsn, REFUSING_TRIGGERS)
     worker = Worker(options(db_dsn, hello, concurrency=8))
     with worker:
         worker.run_once()
