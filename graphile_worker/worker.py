@@ -76,6 +76,8 @@ from graphile_worker.task import TaskHandler, batch_failures
 from graphile_worker.utils import WorkerUtils
 
 ABORT_WAIT = 5.0  # seconds aborted jobs get to stop before being released
+RETURN_ATTEMPTS = 10  # tries to give back unstarted jobs over a failing connection
+TTL_SLACK = 0.01  # seconds past a claimed-ahead job's TTL before checking it
 TASK_REFRESH = 10.0  # seconds between re-registering our task identifiers
 BREAKING_MIGRATION_EXIT = 57  # Node's exit code for a breaking schema change
 SHUTDOWN_MESSAGE = "Job aborted by worker shutdown"
@@ -447,6 +449,9 @@ class Worker:
             if rows:
                 with self._count_lock:
                     self._in_flight += len(rows)
+                    if self._abandoned:
+                        # Jobs left behind by an earlier run, ours again now.
+                        self._abandoned.difference_update(row[0] for row in rows)
 
                 if self._ahead.enabled:
                     claimed_at = time.monotonic()
@@ -479,9 +484,16 @@ class Worker:
             self._wait_for_work()
 
     def _wait_for_work(self) -> None:
+        timeout = self.options.poll_interval
+        oldest = self._oldest_claim()
+        if oldest is not None:
+            # Wake when the longest-waiting job claimed ahead is due back.
+            due = oldest + self._ahead.ttl - time.monotonic()
+            timeout = min(timeout, max(due, 0.0) + TTL_SLACK)
+
         self._fetcher_waiting = True
         try:
-            self._wakeup.wait(self.options.poll_interval)
+            self._wakeup.wait(timeout)
         finally:
             self._fetcher_waiting = False
 
@@ -508,7 +520,7 @@ class Worker:
             with scope:
                 self._execute(row, started)
 
-            del self._scopes[row[0]]
+            self._scopes.pop(row[0], None)
             if scope.cancelled_caught:
                 self._record(row, error=RuntimeError(SHUTDOWN_MESSAGE), started=started)
 
@@ -530,11 +542,8 @@ class Worker:
         with long jobs this is what keeps claimed-ahead jobs from staying
         locked to this worker.
         """
-        if not self._claimed_at:
-            return
-
-        oldest = next(iter(self._claimed_at.values()))
-        if time.monotonic() - oldest <= self._ahead.ttl:
+        oldest = self._oldest_claim()
+        if oldest is None or time.monotonic() - oldest <= self._ahead.ttl:
             return
 
         now = time.monotonic()
@@ -560,6 +569,14 @@ class Worker:
         if expired:
             self._ahead_paused = True
             self._return_unstarted(expired)
+
+    def _oldest_claim(self) -> float | None:
+        """When the longest-waiting job claimed ahead was claimed, if any."""
+        try:
+            return next(iter(self._claimed_at.values()), None)
+        except RuntimeError:
+            # A runner thread took a job while we looked: ask again later.
+            return None
 
     def _expired(self, row: Row) -> bool:
         """Whether a job claimed ahead waited longer than the local queue allows."""
@@ -688,19 +705,34 @@ class Worker:
         with self._count_lock:
             self._in_flight -= len(rows)
 
-        try:
-            self._database.execute(
-                self._sql.return_claimed, {"ids": ids, "pool_id": self.worker_id}
-            )
-        except DatabaseError as exc:
-            logger.warning(
-                "Worker %s could not return unstarted jobs %s (%s); they unlock "
-                "after four hours or with force_unlock_workers",
-                self.worker_id,
-                ids,
-                exc,
-                extra={"action": "return_error", "worker_id": self.worker_id},
-            )
+        attempt = 0
+        while True:
+            try:
+                self._database.execute(
+                    self._sql.return_claimed, {"ids": ids, "pool_id": self.worker_id}
+                )
+                break
+            except DatabaseError as exc:
+                # A pool may hand out several connections the server dropped
+                # before a live one: retry those failures a while.
+                attempt += 1
+                transient = isinstance(exc, DatabaseConnectionError)
+                if transient and attempt < RETURN_ATTEMPTS and not (
+                    self._forcing.is_set() and attempt > 3
+                ):
+                    event_wait(self._forcing, backoff(attempt))
+                    continue
+
+                logger.warning(
+                    "Worker %s could not return unstarted jobs %s (%s); they "
+                    "unlock after four hours or with force_unlock_workers(['%s'])",
+                    self.worker_id,
+                    ids[:20],
+                    exc,
+                    self.worker_id,
+                    extra={"action": "return_error", "worker_id": self.worker_id},
+                )
+                break
 
         self._finished.set()
 

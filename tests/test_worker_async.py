@@ -1135,7 +1135,7 @@ async def test_jobs_claimed_ahead_go_back_while_every_runner_is_busy(
         concurrency=1,
         local_queue_size=5,
         local_queue_ttl=0.2,
-        poll_interval=0.1,
+        poll_interval=30,
     )
     worker = AsyncWorker(settings)
     async with worker, running(worker):
@@ -1146,8 +1146,9 @@ async def test_jobs_claimed_ahead_go_back_while_every_runner_is_busy(
             return row is not None and row["locked_by"] is None
 
         # Claimed ahead, then given back while Hello(0) still holds the only
-        # runner: unlocked, its attempt refunded, free for any worker.
-        deadline = time.monotonic() + WAIT
+        # runner: unlocked, its attempt refunded, free for any worker. The
+        # TTL, not the 30 s poll, decides when.
+        deadline = time.monotonic() + 0.2 + 1.0
         while not await unlocked():
             assert time.monotonic() < deadline
             await asleep(POLL)
@@ -1158,6 +1159,45 @@ async def test_jobs_claimed_ahead_go_back_while_every_runner_is_busy(
         assert await wait_for(lambda: 1 in ran)
 
     assert waiting.id not in await job_ids(db_dsn)
+
+
+@pytest.mark.anyio
+async def test_a_stop_returns_jobs_claimed_ahead_over_dropped_connections(
+    db_dsn: str,
+) -> None:
+    release = threading.Event()
+    ran: list[int] = []
+
+    @task("hello")
+    async def hello(payload: Hello, ctx: AsyncWorkerContext) -> None:
+        ran.append(payload.n)
+        while payload.n == 0 and not release.is_set():
+            await asleep(POLL)
+
+    async with AsyncWorkerUtils(dsn=db_dsn) as utils:
+        await utils.add_job(Hello(0), JobSpec(priority=-1))
+        waiting = await utils.add_jobs([Hello(n) for n in range(1, 11)])
+
+    settings = options(db_dsn, hello, concurrency=1, local_queue_size=10)
+    worker = AsyncWorker(settings)
+    async with worker, running(worker):
+        assert await wait_for(lambda: ran == [0])
+        # Every connection of the worker's pool dies under it.
+        (killed,) = await query(
+            db_dsn,
+            "select count(pg_terminate_backend(pid)) from pg_stat_activity"
+            " where datname = current_database() and pid <> pg_backend_pid()",
+        )
+        assert killed[0] >= 2
+        worker.stop()
+        release.set()
+
+    # The jobs claimed ahead went back on a live connection, attempt refunded.
+    assert ran == [0]
+    for job in waiting:
+        row = await job_row(db_dsn, job.id)
+        assert row is not None
+        assert (row["attempts"], row["locked_by"]) == (0, None)
 
 
 # -- failures that are hard to record ------------------------------------------

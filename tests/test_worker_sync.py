@@ -1108,7 +1108,7 @@ def test_jobs_claimed_ahead_go_back_while_every_runner_is_busy(
         concurrency=1,
         local_queue_size=5,
         local_queue_ttl=0.2,
-        poll_interval=0.1,
+        poll_interval=30,
     )
     worker = Worker(settings)
     with worker, running(worker):
@@ -1119,8 +1119,9 @@ def test_jobs_claimed_ahead_go_back_while_every_runner_is_busy(
             return row is not None and row["locked_by"] is None
 
         # Claimed ahead, then given back while Hello(0) still holds the only
-        # runner: unlocked, its attempt refunded, free for any worker.
-        deadline = time.monotonic() + WAIT
+        # runner: unlocked, its attempt refunded, free for any worker. The
+        # TTL, not the 30 s poll, decides when.
+        deadline = time.monotonic() + 0.2 + 1.0
         while not unlocked():
             assert time.monotonic() < deadline
             sleep(POLL)
@@ -1131,6 +1132,44 @@ def test_jobs_claimed_ahead_go_back_while_every_runner_is_busy(
         assert wait_for(lambda: 1 in ran)
 
     assert waiting.id not in job_ids(db_dsn)
+
+
+def test_a_stop_returns_jobs_claimed_ahead_over_dropped_connections(
+    db_dsn: str,
+) -> None:
+    release = threading.Event()
+    ran: list[int] = []
+
+    @task("hello")
+    def hello(payload: Hello, ctx: WorkerContext) -> None:
+        ran.append(payload.n)
+        while payload.n == 0 and not release.is_set():
+            sleep(POLL)
+
+    with WorkerUtils(dsn=db_dsn) as utils:
+        utils.add_job(Hello(0), JobSpec(priority=-1))
+        waiting = utils.add_jobs([Hello(n) for n in range(1, 11)])
+
+    settings = options(db_dsn, hello, concurrency=1, local_queue_size=10)
+    worker = Worker(settings)
+    with worker, running(worker):
+        assert wait_for(lambda: ran == [0])
+        # Every connection of the worker's pool dies under it.
+        (killed,) = query(
+            db_dsn,
+            "select count(pg_terminate_backend(pid)) from pg_stat_activity"
+            " where datname = current_database() and pid <> pg_backend_pid()",
+        )
+        assert killed[0] >= 2
+        worker.stop()
+        release.set()
+
+    # The jobs claimed ahead went back on a live connection, attempt refunded.
+    assert ran == [0]
+    for job in waiting:
+        row = job_row(db_dsn, job.id)
+        assert row is not None
+        assert (row["attempts"], row["locked_by"]) == (0, None)
 
 
 # -- failures that are hard to record ------------------------------------------

@@ -266,7 +266,8 @@ unlocked as (
 select id, attempts, max_attempts, run_at from failed
 
 -- name: return_claimed
--- Give back jobs that were claimed but never started, refunding the attempt.
+-- Give back jobs that were claimed but never started, refunding the attempt,
+-- and wake listening workers (as add_jobs does) so that one idle now runs them.
 with returned as (
   update {{schema}}._private_jobs as jobs
   set
@@ -275,11 +276,19 @@ with returned as (
     locked_at = null
   where jobs.id = any(%(ids)s::bigint[]) and jobs.locked_by = %(pool_id)s::text
   returning jobs.job_queue_id
+),
+unlocked as (
+  update {{schema}}._private_job_queues as queues
+  set locked_by = null, locked_at = null
+  from returned
+  where queues.id = returned.job_queue_id and queues.locked_by = %(pool_id)s::text
 )
-update {{schema}}._private_job_queues as queues
-set locked_by = null, locked_at = null
+select pg_notify(
+  'jobs:insert',
+  '{"r":' || random()::text || ',"count":' || count(*)::text || '}'
+)
 from returned
-where queues.id = returned.job_queue_id and queues.locked_by = %(pool_id)s::text
+having count(*) > 0
 
 -- name: reset_stale_locks
 -- Unlock jobs and queues whose lock is over four hours old (their worker is
