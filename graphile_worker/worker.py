@@ -508,9 +508,15 @@ class Worker:
             if row is None:
                 return
 
-            if self._stopping.is_set() or self._expired(row):
+            if self._stopping.is_set():
                 self._return_unstarted([row])
                 continue
+
+            if self._claimed_at:
+                # Started: no longer the fetcher's to give back. One that
+                # waited past the TTL runs all the same, now that a runner
+                # is free for it.
+                self._claimed_at.pop(row[0], None)
 
             self._ahead_paused = False
 
@@ -538,9 +544,9 @@ class Worker:
     def _give_back_expired(self) -> None:
         """Return jobs claimed ahead that have waited past the local queue TTL.
 
-        Runners also check as they take a job, but while every runner is busy
-        with long jobs this is what keeps claimed-ahead jobs from staying
-        locked to this worker.
+        While every runner is busy with long jobs, this is what keeps
+        claimed-ahead jobs from staying locked to this worker; the fetcher
+        wakes for it when the oldest one is due.
         """
         oldest = self._oldest_claim()
         if oldest is None or time.monotonic() - oldest <= self._ahead.ttl:
@@ -577,17 +583,6 @@ class Worker:
         except RuntimeError:
             # A runner thread took a job while we looked: ask again later.
             return None
-
-    def _expired(self, row: Row) -> bool:
-        """Whether a job claimed ahead waited longer than the local queue allows."""
-        if not self._claimed_at:
-            return False
-
-        claimed_at = self._claimed_at.pop(row[0], None)
-        return (
-            claimed_at is not None
-            and time.monotonic() - claimed_at > self._ahead.ttl
-        )
 
     def _context(self, row: Row, handler: TaskHandler, payload: Any) -> Any:
         def decode_job() -> Job:
