@@ -43,6 +43,7 @@ from graphile_worker._acompat import AEvent, ATaskGroup, aevent_wait, asleep
 from graphile_worker._sql import queries
 from graphile_worker.database_async import Params, Row
 from graphile_worker.options import FlagSource
+from graphile_worker.task import TaskHandler
 from tests.wrapped_async import AsyncWrappedDatabase
 
 WAIT = 10.0  # seconds: the most any condition is waited for before failing
@@ -1112,18 +1113,25 @@ async def test_jobs_claimed_ahead_go_back_when_they_wait_too_long(
     assert second is not None and second > released_at
 
 
-@pytest.mark.anyio
-async def test_jobs_claimed_ahead_go_back_while_every_runner_is_busy(
-    db_dsn: str,
-) -> None:
-    release = threading.Event()
-    ran: list[int] = []
+def holding_hello_zero(ran: list[int], release: threading.Event) -> TaskHandler:
+    """A hello task that records each n and holds its runner on 0 until released."""
 
     @task("hello")
     async def hello(payload: Hello, ctx: AsyncWorkerContext) -> None:
         ran.append(payload.n)
         while payload.n == 0 and not release.is_set():
             await asleep(POLL)
+
+    return hello
+
+
+@pytest.mark.anyio
+async def test_jobs_claimed_ahead_go_back_while_every_runner_is_busy(
+    db_dsn: str,
+) -> None:
+    release = threading.Event()
+    ran: list[int] = []
+    hello = holding_hello_zero(ran, release)
 
     async with AsyncWorkerUtils(dsn=db_dsn) as utils:
         await utils.add_job(Hello(0), JobSpec(priority=-1))
@@ -1167,12 +1175,7 @@ async def test_a_stop_returns_jobs_claimed_ahead_over_dropped_connections(
 ) -> None:
     release = threading.Event()
     ran: list[int] = []
-
-    @task("hello")
-    async def hello(payload: Hello, ctx: AsyncWorkerContext) -> None:
-        ran.append(payload.n)
-        while payload.n == 0 and not release.is_set():
-            await asleep(POLL)
+    hello = holding_hello_zero(ran, release)
 
     async with AsyncWorkerUtils(dsn=db_dsn) as utils:
         await utils.add_job(Hello(0), JobSpec(priority=-1))

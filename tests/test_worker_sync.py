@@ -45,6 +45,7 @@ from graphile_worker._acompat import Event, TaskGroup, event_wait, sleep
 from graphile_worker._sql import queries
 from graphile_worker.database import Params, Row
 from graphile_worker.options import FlagSource
+from graphile_worker.task import TaskHandler
 from tests.wrapped import WrappedDatabase
 
 WAIT = 10.0  # seconds: the most any condition is waited for before failing
@@ -1086,17 +1087,24 @@ def test_jobs_claimed_ahead_go_back_when_they_wait_too_long(
     assert second is not None and second > released_at
 
 
-def test_jobs_claimed_ahead_go_back_while_every_runner_is_busy(
-    db_dsn: str,
-) -> None:
-    release = threading.Event()
-    ran: list[int] = []
+def holding_hello_zero(ran: list[int], release: threading.Event) -> TaskHandler:
+    """A hello task that records each n and holds its runner on 0 until released."""
 
     @task("hello")
     def hello(payload: Hello, ctx: WorkerContext) -> None:
         ran.append(payload.n)
         while payload.n == 0 and not release.is_set():
             sleep(POLL)
+
+    return hello
+
+
+def test_jobs_claimed_ahead_go_back_while_every_runner_is_busy(
+    db_dsn: str,
+) -> None:
+    release = threading.Event()
+    ran: list[int] = []
+    hello = holding_hello_zero(ran, release)
 
     with WorkerUtils(dsn=db_dsn) as utils:
         utils.add_job(Hello(0), JobSpec(priority=-1))
@@ -1139,12 +1147,7 @@ def test_a_stop_returns_jobs_claimed_ahead_over_dropped_connections(
 ) -> None:
     release = threading.Event()
     ran: list[int] = []
-
-    @task("hello")
-    def hello(payload: Hello, ctx: WorkerContext) -> None:
-        ran.append(payload.n)
-        while payload.n == 0 and not release.is_set():
-            sleep(POLL)
+    hello = holding_hello_zero(ran, release)
 
     with WorkerUtils(dsn=db_dsn) as utils:
         utils.add_job(Hello(0), JobSpec(priority=-1))
