@@ -1062,8 +1062,15 @@ async def test_a_stop_returns_jobs_claimed_ahead_with_their_attempt(
         rest = await utils.add_jobs([Hello(n) for n in range(1, 11)])
 
     worker = AsyncWorker(options(db_dsn, hello, concurrency=1, local_queue_size=10))
-    async with worker:
-        await worker.run()
+    async with await AsyncConnection.connect(db_dsn, autocommit=True) as listener:
+        await listener.execute('LISTEN "jobs:insert"')
+        async with worker:
+            await worker.run()
+
+        counts = [
+            json.loads(notify.payload)["count"]
+            async for notify in listener.notifies(timeout=0.5)
+        ]
 
     assert ran == [0]
     assert first.id not in await job_ids(db_dsn)
@@ -1071,6 +1078,10 @@ async def test_a_stop_returns_jobs_claimed_ahead_with_their_attempt(
         row = await job_row(db_dsn, job.id)
         assert row is not None
         assert (row["attempts"], row["locked_by"], row["locked_at"]) == (0, None, None)
+
+    # Listening workers hear of the ten jobs given back (in one or more
+    # returns), as they hear of added ones.
+    assert sum(counts) == 10 and all(count > 0 for count in counts)
 
 
 @pytest.mark.anyio

@@ -1037,8 +1037,15 @@ def test_a_stop_returns_jobs_claimed_ahead_with_their_attempt(
         rest = utils.add_jobs([Hello(n) for n in range(1, 11)])
 
     worker = Worker(options(db_dsn, hello, concurrency=1, local_queue_size=10))
-    with worker:
-        worker.run()
+    with Connection.connect(db_dsn, autocommit=True) as listener:
+        listener.execute('LISTEN "jobs:insert"')
+        with worker:
+            worker.run()
+
+        counts = [
+            json.loads(notify.payload)["count"]
+            for notify in listener.notifies(timeout=0.5)
+        ]
 
     assert ran == [0]
     assert first.id not in job_ids(db_dsn)
@@ -1046,6 +1053,10 @@ def test_a_stop_returns_jobs_claimed_ahead_with_their_attempt(
         row = job_row(db_dsn, job.id)
         assert row is not None
         assert (row["attempts"], row["locked_by"], row["locked_at"]) == (0, None, None)
+
+    # Listening workers hear of the ten jobs given back (in one or more
+    # returns), as they hear of added ones.
+    assert sum(counts) == 10 and all(count > 0 for count in counts)
 
 
 def test_jobs_claimed_ahead_go_back_when_they_wait_too_long(
