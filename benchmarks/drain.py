@@ -451,7 +451,7 @@ def main() -> None:
             async_grid += [Config(c, 0.0, q) for c in (10, 50) for q in (500, 1000)]
             threaded_grid = [Config(c, d, 0) for c in (100, 200) for d in delays]
             threaded_grid += [Config(c) for c in (50, 100)]
-            threaded_grid += [Config(c, 0.0, 500) for c in (10, 100)]
+            threaded_grid += [Config(c, 0.0, q) for c in (10, 50) for q in (500, 1000)]
             node_grid = [50, 100, 200]
             sql_grid = [10, 100, 500]
 
