@@ -230,19 +230,14 @@ def add_jobs_document(
     now = datetime.now(UTC) if use_local_time else None
     rows: list[_SpecRow] = []
     keyed: dict[str, int] = {}
-    identifiers: set[object] = set()  # checked already: batches repeat a few
+    identifiers: set[str] = set()  # checked already: batches repeat a few
     for index, job in enumerate(jobs):
         try:
             spec = check_spec(job.spec, batch=True)
-            if job.identifier not in identifiers:
+            if not isinstance(job.identifier, str) or job.identifier not in identifiers:
                 identifiers.add(check_identifier(job.identifier))
         except InvalidJobError as exc:
             raise InvalidJobError(f"job {index}: {exc}") from exc
-        except TypeError as exc:  # an unhashable identifier
-            raise InvalidJobError(
-                f"job {index}: task identifier must be a string, "
-                f"not {type(job.identifier).__name__}"
-            ) from exc
 
         if spec.job_key is not None:
             first = keyed.setdefault(spec.job_key, index)
