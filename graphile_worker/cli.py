@@ -209,6 +209,18 @@ def _cleanup_tasks(text: str) -> list[CleanupTask]:
     return wanted
 
 
+def add_jobs_option(parser: argparse.ArgumentParser) -> None:
+    """Add ``-j/--jobs``, how many jobs a worker runs at once."""
+    parser.add_argument(
+        "-j",
+        "--jobs",
+        metavar="N",
+        type=concurrency,
+        default=CONCURRENCY,
+        help="jobs to run at once (default: %(default)s)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The parser of the main command (``demo`` has its own)."""
     parser = argparse.ArgumentParser(
@@ -271,14 +283,7 @@ def build_parser() -> argparse.ArgumentParser:
         "handler and task Struct it defines, or only ATTR (one definition or a "
         "list of them); the current directory is importable",
     )
-    parser.add_argument(
-        "-j",
-        "--jobs",
-        metavar="N",
-        type=concurrency,
-        default=CONCURRENCY,
-        help="jobs to run at once (default: %(default)s)",
-    )
+    add_jobs_option(parser)
     parser.add_argument(
         "-m",
         "--max-pool-size",

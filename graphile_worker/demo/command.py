@@ -16,14 +16,13 @@ from graphile_worker.cli import (
     EXIT_INTERRUPTED,
     EXIT_USAGE,
     ConnectError,
-    concurrency,
+    add_jobs_option,
     configure_logging,
     report_error,
 )
 from graphile_worker.demo.database import DEMO_DATABASE
 from graphile_worker.demo.run import PROG, run_demo
 from graphile_worker.errors import ConfigurationError, GraphileWorkerError
-from graphile_worker.options import CONCURRENCY
 
 EXPECTED_LOG_ACTIONS: Final = frozenset({"job_retry", "job_failed"})
 
@@ -60,14 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=DEMO_DATABASE,
         help="the demo's database, dropped and created afresh (default: %(default)s)",
     )
-    parser.add_argument(
-        "-j",
-        "--jobs",
-        metavar="N",
-        type=concurrency,
-        default=CONCURRENCY,
-        help="jobs to run at once (default: %(default)s)",
-    )
+    add_jobs_option(parser)
     parser.add_argument(
         "--threaded",
         action="store_true",
