@@ -292,8 +292,9 @@ def node_dsn(dsn: str) -> str:
     return f"postgres://{auth}@/{dbname}?host={quote(host, safe='')}&port={port}"
 
 
-# Imports graphile-worker by absolute path and defines a logger that drops
-# everything below warnings; prepended to every Node script.
+# Imports graphile-worker by absolute path, defines a logger that drops
+# everything below warnings, and runUntilStopped(taskList): a worker with the
+# options in $GW_OPTIONS until SIGTERM. Prepended to every Node script.
 NODE_PRELUDE = """\
 import { pathToFileURL } from "node:url";
 const gw = await import(pathToFileURL(process.env.GW_INDEX).href);
@@ -302,6 +303,17 @@ const quietLogger = new gw.Logger((scope) => (level, message) => {
 });
 const wallMs = () => performance.timeOrigin + performance.now();
 const emit = (value) => process.stdout.write(JSON.stringify(value) + "\\n");
+const runUntilStopped = async (taskList) => {
+  const runner = await gw.run({
+    connectionString: process.env.DATABASE_URL,
+    taskList,
+    logger: quietLogger,
+    noHandleSignals: true,
+    ...JSON.parse(process.env.GW_OPTIONS),
+  });
+  process.on("SIGTERM", async () => { await runner.stop(); process.exit(0); });
+  await runner.promise;
+};
 """
 
 

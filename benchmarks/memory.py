@@ -50,15 +50,7 @@ const taskList = {
     }
   },
 };
-const runner = await gw.run({
-  connectionString: process.env.DATABASE_URL,
-  taskList,
-  logger: quietLogger,
-  noHandleSignals: true,
-  ...JSON.parse(process.env.GW_OPTIONS),
-});
-process.on("SIGTERM", async () => { await runner.stop(); process.exit(0); });
-await runner.promise;
+await runUntilStopped(taskList);
 """
 
 
