@@ -17,6 +17,7 @@ Workers: ours (AsyncWorker and threaded Worker, started with
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -66,34 +67,29 @@ class Worker:
 @contextmanager
 def started(worker: Worker, dsn: str, out: Path) -> Iterator[subprocess.Popen[bytes]]:
     """Start the worker process; stop it (SIGTERM, by pid) on leaving."""
-    env = {**os.environ, "BENCH_OUT": str(out)}
-    if worker.node_options is not None:
-        with _common.node_script(NODE_WORKER) as script:
-            process = subprocess.Popen(
-                ["node", str(script)],
-                env=_common.node_env(
-                    dsn, BENCH_OUT=str(out), GW_OPTIONS=json.dumps(worker.node_options)
-                ),
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
+    with contextlib.ExitStack() as stack:
+        if worker.node_options is not None:
+            script = stack.enter_context(_common.node_script(NODE_WORKER))
+            command = ["node", str(script)]
+            env = _common.node_env(
+                dsn, BENCH_OUT=str(out), GW_OPTIONS=json.dumps(worker.node_options)
             )
-            try:
-                yield process
-            finally:
-                stop(process)
-        return
+        else:
+            command = [sys.executable, "-m", "graphile_worker", "-c", dsn, "-q"]
+            command += worker.python_args
+            env = {**os.environ, "BENCH_OUT": str(out)}
 
-    process = subprocess.Popen(
-        [sys.executable, "-m", "graphile_worker", "-c", dsn, "-q", *worker.python_args],
-        cwd=_common.BENCH_DIR,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        yield process
-    finally:
-        stop(process)
+        process = subprocess.Popen(
+            command,
+            cwd=_common.BENCH_DIR,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            yield process
+        finally:
+            stop(process)
 
 
 def stop(process: subprocess.Popen[bytes]) -> None:
